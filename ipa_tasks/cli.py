@@ -1,0 +1,248 @@
+"""The ``ipa`` command: solve and inspect pipeline plans from the shell.
+
+Every subcommand has ``--help``. Errors in inputs are printed as one line per problem (naming the file and
+field) with exit status 2; nothing is written in that case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ipa_tasks.optimizer.plan import Plan
+from ipa_tasks.optimizer.planner import DEFAULT_TIME_LIMIT_S, SOLVERS, Planner
+from ipa_tasks.optimizer.policies import POLICIES
+from ipa_tasks.profiles import ProfileError
+from ipa_tasks.spec import SpecError, load_spec, resolve_spec_path, shipped_spec_paths
+
+EXIT_INPUT_ERROR = 2
+DEFAULT_SWEEP_LOADS = "1,5,10,20,40,80,160"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _load_list(text: str) -> list[float]:
+    return [_positive_float(part) for part in text.split(",") if part.strip()]
+
+
+def _planner(spec: str, profiles: str | None) -> Planner:
+    return Planner.from_files(resolve_spec_path(spec), profiles)
+
+
+def _plan_table(plan: Plan, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "stage",
+        "variant",
+        "batch",
+        "cores",
+        "replicas",
+        "latency s",
+        "share of SLA",
+        "capacity rps",
+    ):
+        table.add_column(column, justify="left" if column in ("stage", "variant") else "right")
+    for s in plan.stages:
+        table.add_row(
+            s.stage,
+            s.variant + (" *" if s.changed else ""),
+            str(s.batch_size),
+            str(s.cores),
+            str(s.replicas),
+            f"{s.latency_s:.3f}",
+            f"{s.latency_s / plan.sla_s:.0%}",
+            f"{s.capacity_rps:.1f}",
+        )
+    return table
+
+
+def _print_plan(console: Console, plan: Plan) -> None:
+    console.print(
+        _plan_table(plan, f"{plan.pipeline} at {plan.load_rps:g} rps, policy {plan.policy} ({plan.status})")
+    )
+    console.print(
+        f"end-to-end latency {plan.latency_s:.3f} s of SLA {plan.sla_s:g} s; "
+        f"{plan.total_cores} cores; capacity {plan.capacity_rps:.1f} rps"
+    )
+    if plan.terms is not None:
+        t = plan.terms
+        console.print(
+            f"objective {t.objective:.6g} = accuracy term {t.accuracy_term:.6g} (pipeline accuracy "
+            f"{t.accuracy:.4f}) - cost {t.cost_term:.6g} - batch {t.batch_term:.3g} - change {t.change_term:.6g}"
+        )
+    console.print(
+        f"solver {plan.solver}: build {plan.build_time_s * 1000:.1f} ms, solve {plan.solve_time_s * 1000:.1f} ms"
+    )
+    if any(s.changed for s in plan.stages):
+        console.print("* variant or cores differ from the running configuration")
+    if plan.degraded:
+        console.print(f"[bold red]DEGRADED[/]: {plan.reason}")
+    for note in plan.notes:
+        console.print(f"note: {note}")
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    planner = _planner(args.spec, args.profiles)
+    current = Plan.load(args.current) if args.current else None
+    plan = planner.plan(
+        args.load, policy=args.policy, current=current, solver=args.solver, time_limit_s=args.time_limit
+    )
+    if args.json:
+        print(plan.to_json())
+    else:
+        _print_plan(Console(), plan)
+    return 0
+
+
+def cmd_validate_spec(args: argparse.Namespace) -> int:
+    failed = 0
+    for file in args.files:
+        try:
+            spec = load_spec(file)
+        except SpecError as exc:
+            failed += 1
+            print(exc, file=sys.stderr)
+            continue
+        variants = sum(len(s.variants) for s in spec.stages)
+        print(
+            f"ok: {file}: pipeline {spec.name!r}, {len(spec.stages)} stages, {variants} variants, SLA {spec.sla_s:g} s"
+        )
+    return EXIT_INPUT_ERROR if failed else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    specs = [str(p) for p in shipped_spec_paths()] if args.all else args.spec
+    if not specs:
+        raise SpecError("name at least one --spec, or --all for the shipped pipelines")
+    console = Console()
+    records = []
+    for spec in specs:
+        planner = _planner(spec, args.profiles)
+        table = Table(
+            title=f"{planner.spec.name}: SLA {planner.spec.sla_s:g} s, policy {args.policy}",
+            title_justify="left",
+        )
+        for column in (
+            "load rps",
+            "plan (variant/batch/cores x replicas per stage)",
+            "latency s",
+            "cores",
+            "accuracy",
+            "solver",
+            "ms",
+            "status",
+        ):
+            table.add_column(column, justify="left" if column.startswith("plan") else "right")
+        previous = None
+        for load in args.loads:
+            plan = planner.plan(load, policy=args.policy, current=previous, solver=args.solver)
+            previous = plan
+            records.append(plan.to_dict())
+            table.add_row(
+                f"{load:g}",
+                "  ".join(f"{s.variant}/b{s.batch_size}/c{s.cores}x{s.replicas}" for s in plan.stages),
+                f"{plan.latency_s:.3f}",
+                str(plan.total_cores),
+                f"{plan.terms.accuracy:.4f}" if plan.terms else "-",
+                plan.solver,
+                f"{plan.decision_time_s * 1000:.1f}",
+                "[red]degraded[/]" if plan.degraded else plan.status,
+            )
+        console.print(table)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(records, indent=2))
+        console.print(f"wrote {len(records)} plans to {args.json_out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ipa",
+        description="Inference pipeline adaptation: pick variant, batch size, cores and replicas per stage.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (to stderr)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    solve = sub.add_parser(
+        "solve", help="plan one pipeline for one load", description="Plan one pipeline for one load."
+    )
+    solve.add_argument(
+        "--spec", required=True, help="spec file, or the name of a shipped pipeline (e.g. video)"
+    )
+    solve.add_argument("--profiles", help="profile table (.csv or .parquet); default: the one the spec names")
+    solve.add_argument("--load", required=True, type=_positive_float, help="predicted load in requests/s")
+    solve.add_argument("--policy", choices=POLICIES, default="ipa", help="adaptation policy (default: ipa)")
+    solve.add_argument("--current", help="JSON plan that runs now (enables the change penalty)")
+    solve.add_argument(
+        "--solver", choices=SOLVERS, default="auto", help="auto = Gurobi, HiGHS if Gurobi cannot"
+    )
+    solve.add_argument(
+        "--time-limit",
+        type=_positive_float,
+        default=DEFAULT_TIME_LIMIT_S,
+        help="solver time limit in seconds",
+    )
+    solve.add_argument("--json", action="store_true", help="print the plan as JSON")
+    solve.set_defaults(func=cmd_solve)
+
+    validate = sub.add_parser(
+        "validate-spec",
+        help="check pipeline spec files",
+        description="Check pipeline spec files; exit 2 if any is invalid.",
+    )
+    validate.add_argument("files", nargs="+", help="spec files")
+    validate.set_defaults(func=cmd_validate_spec)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="plan pipelines over a range of loads",
+        description="Plan one or more pipelines over a range of loads and print the plans.",
+    )
+    group = sweep.add_mutually_exclusive_group(required=True)
+    group.add_argument("--spec", action="append", help="spec file or shipped pipeline name (repeatable)")
+    group.add_argument("--all", action="store_true", help="every shipped pipeline")
+    sweep.add_argument("--profiles", help="profile table; default: the one each spec names")
+    sweep.add_argument(
+        "--loads",
+        type=_load_list,
+        default=_load_list(DEFAULT_SWEEP_LOADS),
+        help=f"comma-separated rps (default {DEFAULT_SWEEP_LOADS})",
+    )
+    sweep.add_argument("--policy", choices=POLICIES, default="ipa")
+    sweep.add_argument("--solver", choices=SOLVERS, default="auto")
+    sweep.add_argument("--json-out", help="also write every plan to this JSON file")
+    sweep.set_defaults(func=cmd_sweep)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except (SpecError, ProfileError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Decide a plan for one load: options -> pruning -> MILP -> solver (with fallback) -> plan.
+
+:class:`Planner` holds what does not change between decisions (the spec and the completed profile), so
+each call of :meth:`Planner.plan` pays only for what the adaptation loop must redo: the options at the new
+load, the model build and the solve.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+import pandas as pd
+
+from ipa_tasks.latency_model import complete_profile
+from ipa_tasks.optimizer.degraded import highest_throughput_choice
+from ipa_tasks.optimizer.formulation import build_milp
+from ipa_tasks.optimizer.options import (
+    StageOptions,
+    StagePoints,
+    drop_unreachable,
+    expand_options,
+    prune_dominated,
+    stage_points,
+)
+from ipa_tasks.optimizer.plan import ObjectiveTerms, Plan, StagePlan
+from ipa_tasks.optimizer.policies import restriction_for
+from ipa_tasks.optimizer.queueing import batch_formation_delay, queue_wait
+from ipa_tasks.optimizer.solvers import (
+    SolverResult,
+    SolverUnavailable,
+    solve_brute_force,
+    solve_gurobi,
+    solve_highs,
+)
+from ipa_tasks.profiles import ProfileError, profile_for_pipeline, read_profile, variant_accuracy
+from ipa_tasks.spec import PipelineSpec, load_spec
+
+log = logging.getLogger(__name__)
+
+SolverName = Literal["auto", "gurobi", "highs", "brute-force"]
+SOLVERS: tuple[str, ...] = get_args(SolverName)
+DEFAULT_TIME_LIMIT_S = 5.0
+
+
+@dataclass
+class Planner:
+    spec: PipelineSpec
+    profile: pd.DataFrame
+    """The pipeline's profile; completed with fitted batch sizes on construction."""
+    _points: dict[str, list[StagePoints]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        rows = profile_for_pipeline(self.profile, self.spec.name)
+        self.profile = complete_profile(rows, {s.name: s.batch_sizes for s in self.spec.stages})
+        self._accuracies = {
+            **variant_accuracy(self.profile),
+            **{
+                (s.name, v.name): v.accuracy
+                for s in self.spec.stages
+                for v in s.variants
+                if v.accuracy is not None
+            },
+        }
+
+    @classmethod
+    def from_files(cls, spec_path: str | Path, profile_path: str | Path | None = None) -> Planner:
+        spec = load_spec(spec_path)
+        path = profile_path or spec.default_profiles_path()
+        if path is None:
+            raise ProfileError(f"{spec_path}: the spec names no profile table; pass one explicitly")
+        return cls(spec, read_profile(path))
+
+    def points(self, policy: str) -> list[StagePoints]:
+        if policy not in self._points:
+            restriction = restriction_for(policy, self.spec, self._accuracies)
+            self._points[policy] = stage_points(self.spec, self.profile, restriction)
+        return self._points[policy]
+
+    def options(
+        self, load_rps: float, policy: str = "ipa", current: Plan | None = None, prune: bool = True
+    ) -> list[StageOptions]:
+        """The options the MILP chooses from (pruned unless ``prune=False``)."""
+        options = expand_options(
+            self.spec, self.points(policy), load_rps, current.running() if current else None
+        )
+        options = drop_unreachable(options, self.spec.sla_s)
+        if prune:
+            options = prune_dominated(options, with_cores=self.spec.max_total_cores is not None)
+        return options
+
+    def plan(
+        self,
+        load_rps: float,
+        policy: str = "ipa",
+        current: Plan | None = None,
+        solver: SolverName = "auto",
+        time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+        prune: bool = True,
+    ) -> Plan:
+        if not math.isfinite(load_rps) or load_rps < 0:
+            raise ValueError(f"load must be a finite number >= 0 requests/s, got {load_rps}")
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+        start = time.perf_counter()
+        options = self.options(load_rps, policy, current, prune)
+        notes: list[str] = []
+        result: SolverResult | None = None
+        build_time = 0.0
+        if all(len(o) for o in options):
+            if solver == "brute-force":
+                build_time = time.perf_counter() - start
+                result = solve_brute_force(
+                    options,
+                    self.spec.objective,
+                    self.spec.accuracy_method,
+                    self.spec.sla_s,
+                    self.spec.max_total_cores,
+                )
+            else:
+                model = build_milp(
+                    options,
+                    self.spec.objective,
+                    self.spec.accuracy_method,
+                    self.spec.sla_s,
+                    self.spec.max_total_cores,
+                )
+                build_time = time.perf_counter() - start
+                result = self._solve_milp(model, solver, time_limit_s, notes)
+        else:
+            build_time = time.perf_counter() - start
+        if result is None or result.chosen is None:
+            return self._degraded(load_rps, policy, current, notes, build_time, result)
+        stages = [_stage_plan_from_option(o, i) for o, i in zip(options, result.chosen, strict=True)]
+        return Plan(
+            pipeline=self.spec.name,
+            policy=policy,
+            load_rps=load_rps,
+            sla_s=self.spec.sla_s,
+            stages=tuple(stages),
+            terms=self._terms(
+                stages, [float(o.score[i]) for o, i in zip(options, result.chosen, strict=True)]
+            ),
+            solver=result.solver,
+            status=result.status,
+            build_time_s=build_time,
+            solve_time_s=result.solve_time_s,
+            notes=tuple(notes),
+        )
+
+    def _solve_milp(self, model, solver: str, time_limit_s: float, notes: list[str]) -> SolverResult:
+        if solver in ("auto", "gurobi"):
+            try:
+                return solve_gurobi(model, time_limit_s)
+            except SolverUnavailable as exc:
+                if solver == "gurobi":
+                    raise
+                message = f"Gurobi unavailable, solved with HiGHS instead: {exc}"
+                log.warning(message)
+                notes.append(message)
+        return solve_highs(model, time_limit_s)
+
+    def _terms(self, stages: list[StagePlan], scores: list[float]) -> ObjectiveTerms:
+        w = self.spec.objective
+        accuracy = math.prod(scores) if self.spec.accuracy_method == "product" else sum(scores)
+        return ObjectiveTerms(
+            accuracy=accuracy,
+            accuracy_term=w.accuracy_weight * accuracy,
+            cost_term=w.cost_weight * sum(s.cores_total for s in stages),
+            batch_term=w.batch_weight * sum(s.batch_size for s in stages),
+            change_term=w.change_penalty * sum(s.changed for s in stages),
+        )
+
+    def _degraded(
+        self,
+        load_rps: float,
+        policy: str,
+        current: Plan | None,
+        notes: list[str],
+        build_time: float,
+        result: SolverResult | None,
+    ) -> Plan:
+        start = time.perf_counter()
+        points = self.points(policy)
+        choice = highest_throughput_choice(points, self.spec.max_total_cores)
+        running = current.running() if current else {}
+        stages, scores = [], []
+        for p, i, n in zip(points, choice.point, choice.replicas, strict=True):
+            b = int(p.batch_size[i])
+            variant = p.variant_names[p.variant[i]]
+            model_latency = float(p.model_latency_s[i])
+            batch_wait = float(batch_formation_delay(load_rps, b))
+            wait = float(queue_wait(load_rps, b, p.throughput_rps[i], n, self.spec.latency_quantile))
+            stages.append(
+                StagePlan(
+                    stage=p.stage,
+                    variant=variant,
+                    batch_size=b,
+                    cores=int(p.cores[i]),
+                    replicas=n,
+                    latency_s=model_latency + batch_wait + wait,
+                    model_latency_s=model_latency,
+                    batch_wait_s=batch_wait,
+                    queue_wait_s=wait,
+                    throughput_rps=float(p.throughput_rps[i]),
+                    accuracy=float(p.accuracy[i]),
+                    changed=p.stage in running and running[p.stage] != (variant, int(p.cores[i])),
+                )
+            )
+            scores.append(float(p.score[i]))
+        # The options the solver saw may be filtered down to nothing; explain with the unfiltered ones.
+        unfiltered = expand_options(self.spec, points, load_rps, running)
+        reason = self._degraded_reason(load_rps, unfiltered, choice)
+        log.warning("degraded plan for %s at %.2f rps: %s", self.spec.name, load_rps, reason)
+        return Plan(
+            pipeline=self.spec.name,
+            policy=policy,
+            load_rps=load_rps,
+            sla_s=self.spec.sla_s,
+            stages=tuple(stages),
+            terms=self._terms(stages, scores),
+            solver=(result.solver if result else "none") + "+highest-throughput",
+            status="degraded",
+            degraded=True,
+            reason=reason,
+            build_time_s=build_time,
+            solve_time_s=(result.solve_time_s if result else 0.0) + time.perf_counter() - start,
+            notes=tuple(notes),
+        )
+
+    def _degraded_reason(self, load_rps: float, options: list[StageOptions], choice) -> str:
+        if load_rps >= choice.capacity_rps or not all(len(o) for o in options):
+            budget = " within the core budget" if choice.core_budget_binds else ""
+            return (
+                f"load {load_rps:.2f} rps is more than the pipeline can carry{budget} within the SLA "
+                f"(highest throughput {choice.capacity_rps:.2f} rps, bottleneck stage {choice.bottleneck!r})"
+            )
+        fastest = sum(float(np.min(o.latency_s)) for o in options)
+        if fastest > self.spec.sla_s:
+            return (
+                f"no configuration meets the SLA of {self.spec.sla_s:g} s at {load_rps:.2f} rps "
+                f"(the fastest takes {fastest:.3f} s)"
+            )
+        return (
+            f"no configuration meets the SLA of {self.spec.sla_s:g} s within the core budget of "
+            f"{self.spec.max_total_cores} cores at {load_rps:.2f} rps"
+        )
+
+
+def _stage_plan_from_option(options: StageOptions, i: int) -> StagePlan:
+    return StagePlan(
+        stage=options.stage,
+        variant=options.variant_names[int(options.variant[i])],
+        batch_size=int(options.batch_size[i]),
+        cores=int(options.cores[i]),
+        replicas=int(options.replicas[i]),
+        latency_s=float(options.latency_s[i]),
+        model_latency_s=float(options.model_latency_s[i]),
+        batch_wait_s=float(options.batch_wait_s[i]),
+        queue_wait_s=float(options.queue_wait_s[i]),
+        throughput_rps=float(options.throughput_rps[i]),
+        accuracy=float(options.accuracy[i]),
+        changed=bool(options.changed[i]),
+    )
