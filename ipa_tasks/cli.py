@@ -40,6 +40,12 @@ def _load_list(text: str) -> list[float]:
     return [_positive_float(part) for part in text.split(",") if part.strip()]
 
 
+def _console() -> Console:
+    """A terminal keeps its width; piped output (logs, CI) gets room for a whole plan per row."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 def _planner(spec: str, profiles: str | None) -> Planner:
     return Planner.from_files(resolve_spec_path(spec), profiles)
 
@@ -82,11 +88,13 @@ def _print_plan(console: Console, plan: Plan) -> None:
     if plan.terms is not None:
         t = plan.terms
         console.print(
-            f"objective {t.objective:.6g} = accuracy term {t.accuracy_term:.6g} (pipeline accuracy "
-            f"{t.accuracy:.4f}) - cost {t.cost_term:.6g} - batch {t.batch_term:.3g} - change {t.change_term:.6g}"
+            f"objective {t.objective:.6g} = accuracy term {t.accuracy_term:.6g} "
+            f"(pipeline accuracy {t.accuracy:.4f}) - cost {t.cost_term:.6g} - batch {t.batch_term:.3g} "
+            f"- change {t.change_term:.6g}"
         )
     console.print(
-        f"solver {plan.solver}: build {plan.build_time_s * 1000:.1f} ms, solve {plan.solve_time_s * 1000:.1f} ms"
+        f"solver {plan.solver}: build {plan.build_time_s * 1000:.1f} ms, "
+        f"solve {plan.solve_time_s * 1000:.1f} ms"
     )
     if any(s.changed for s in plan.stages):
         console.print("* variant or cores differ from the running configuration")
@@ -105,7 +113,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     if args.json:
         print(plan.to_json())
     else:
-        _print_plan(Console(), plan)
+        _print_plan(_console(), plan)
     return 0
 
 
@@ -120,7 +128,8 @@ def cmd_validate_spec(args: argparse.Namespace) -> int:
             continue
         variants = sum(len(s.variants) for s in spec.stages)
         print(
-            f"ok: {file}: pipeline {spec.name!r}, {len(spec.stages)} stages, {variants} variants, SLA {spec.sla_s:g} s"
+            f"ok: {file}: pipeline {spec.name!r}, {len(spec.stages)} stages, {variants} variants, "
+            f"SLA {spec.sla_s:g} s"
         )
     return EXIT_INPUT_ERROR if failed else 0
 
@@ -129,7 +138,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     specs = [str(p) for p in shipped_spec_paths()] if args.all else args.spec
     if not specs:
         raise SpecError("name at least one --spec, or --all for the shipped pipelines")
-    console = Console()
+    console = _console()
     records = []
     for spec in specs:
         planner = _planner(spec, args.profiles)

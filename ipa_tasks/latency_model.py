@@ -99,9 +99,7 @@ def complete_profile(profile: pd.DataFrame, batch_sizes: dict[str, list[int]]) -
     """
     new_rows = []
     base = profile[profile["source"] != "fitted"]
-    for (pipeline, stage, variant, cores), group in base.groupby(
-        ["pipeline", "stage", "variant", "cores"], sort=True
-    ):
+    for (_, stage, _, _), group in base.groupby(["pipeline", "stage", "variant", "cores"], sort=True):
         measured = set(group["batch_size"].astype(int))
         if len(measured) < 2:
             continue

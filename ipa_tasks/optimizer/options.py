@@ -98,7 +98,7 @@ class StageOptions:
 def stage_points(
     spec: PipelineSpec, profile: pd.DataFrame, restriction: Restriction | None = None
 ) -> list[StagePoints]:
-    """The profile rows each stage may use: the spec's variants, batch sizes and cores (and a policy's pin)."""
+    """The profile rows each stage may use: the spec's variants, batch sizes, cores and a policy's pin."""
     restriction = restriction or Restriction()
     column = LATENCY_COLUMNS[spec.latency_quantile]
     profiled_accuracy = variant_accuracy(profile)
@@ -157,10 +157,8 @@ def _replica_grid(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(point index, replicas, queue wait) of every option worth considering."""
     h = points.throughput_rps
-    if load > 0:
-        fewest = np.floor(load / h).astype(np.int64) + 1  # strictly more capacity than load
-    else:
-        fewest = np.zeros(len(points), dtype=np.int64)
+    # Strictly more capacity than load: at n * h == load the queue never drains.
+    fewest = np.floor(load / h).astype(np.int64) + 1 if load > 0 else np.zeros(len(points), dtype=np.int64)
     lo = np.maximum(fewest, points.min_replicas)
     feasible = lo <= points.max_replicas
     if load <= 0 or not feasible.any():
