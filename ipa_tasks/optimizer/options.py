@@ -167,6 +167,7 @@ def _replica_grid(
     offered = load / h
     # Enough servers for the waiting probability to be negligible; extended below if not.
     top = int(min(points.max_replicas, math.ceil(offered.max() + 6 * math.sqrt(offered.max()) + 6)))
+    top = max(top, int(lo[feasible].max()))  # a pinned or high minimum replica count lies above the estimate
     while True:
         table = erlang_b_table(offered, top)
         n = np.arange(1, top + 1)[:, None]
@@ -178,7 +179,9 @@ def _replica_grid(
     # Keep n in [lo, first n whose wait is within the resolution] per point.
     rows = n[:, 0][:, None]
     settled = np.where(wait <= resolution, rows, top + 1).min(axis=0)
-    keep = (rows >= lo[None, :]) & (rows <= np.minimum(settled, top)[None, :]) & feasible[None, :]
+    # The fewest allowed replicas always count, even when the wait settled below them.
+    last = np.maximum(np.minimum(settled, top), lo)
+    keep = (rows >= lo[None, :]) & (rows <= last[None, :]) & feasible[None, :]
     keep &= np.isfinite(wait)
     replica_idx, point_idx = np.nonzero(keep)
     order = np.lexsort((replica_idx, point_idx))

@@ -64,3 +64,23 @@ def test_rim_pins_replicas_and_fa2_pins_variants():
     assert [s.variant for s in high.stages] == ["big", "l"]
     ipa = planner.plan(10.0)
     assert ipa.terms.objective >= max(p.terms.objective for p in (rim, low, high)) - 1e-9
+
+
+def test_pinned_replicas_above_what_the_load_needs_are_kept():
+    """RIM over-provisions: 15 replicas at a load one replica carries must still be an option."""
+    spec, profile = two_stage_spec(baselines={"rim_replicas": {"detect": 15, "classify": 15}})
+    plan = Planner(spec, profile).plan(2.0, policy="rim")
+    assert not plan.degraded
+    assert [s.replicas for s in plan.stages] == [15, 15]
+
+
+def test_high_minimum_replicas_are_respected():
+    spec, profile = two_stage_spec()
+    data = spec.model_dump(mode="json", exclude={"source_path"})
+    data["stages"][0]["replicas"] = {"min": 12, "max": 20}
+    data["baselines"] = {}
+    from ipa_tasks.spec import parse_spec
+
+    plan = Planner(parse_spec(data), profile).plan(1.0)
+    assert not plan.degraded
+    assert plan.stages[0].replicas == 12
