@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ipa_tasks.profiles import coerce_profile, write_profile
-from ipa_tasks.spec import shipped_specs_dir
+from ipa_tasks.spec import PipelineSpec, load_spec, parse_spec, shipped_specs_dir
 
 PROFILED_AT = "2024-01-01T00:00:00+00:00"
 """Fixed, so that regenerating gives byte-identical files."""
@@ -286,6 +286,65 @@ def ipa_sla_rule_s(pipeline: str, cores: int = max(CORES)) -> float:
         float(np.mean([latency_quantiles_s(v, 1, cores)[2] for v in variants]))
         for _, variants in PIPELINES[pipeline]
     )
+
+
+def scaled_video_pipeline(
+    n_stages: int,
+    n_variants: int,
+    batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+    cores: Sequence[int] = (1, 2, 4),
+    seed: int = 0,
+) -> tuple[PipelineSpec, pd.DataFrame]:
+    """A pipeline of any size cloned from the video pipeline, as IPA's scalability experiment built them.
+
+    Stages alternate between the video pipeline's detector and classifier; variant ``j`` of a stage is a
+    copy of the family's ``j mod 5``-th variant with its latency and accuracy perturbed by a few percent
+    (seeded), so clones trade off against each other instead of being exact duplicates. The SLA is the
+    video SLA per stage. Synthetic, like everything in this module.
+    """
+    video = load_spec(shipped_specs_dir() / "video.yaml")
+    rng = np.random.default_rng(seed)
+    stages, rows = [], []
+    for s in range(n_stages):
+        template = video.stages[s % len(video.stages)]
+        variants = []
+        for j in range(n_variants):
+            original = template.variants[j % len(template.variants)]
+            name = f"{original.name}-{j // len(template.variants)}"
+            slowdown, accuracy_factor = rng.uniform(0.95, 1.05), rng.uniform(0.98, 1.02)
+            variants.append(
+                {
+                    "name": name,
+                    "model": {"kind": "reference", "uri": original.model.uri},
+                    "accuracy": min(1.0, original.accuracy * accuracy_factor),
+                }
+            )
+            for b in batch_sizes:
+                for c in cores:
+                    row = _row("scaled", f"stage{s}", original.name, b, c)
+                    for column in ("latency_p50_s", "latency_p95_s", "latency_p99_s"):
+                        row[column] *= slowdown
+                    row["throughput_rps"] /= slowdown
+                    rows.append({**row, "variant": name})
+        stages.append(
+            {
+                "name": f"stage{s}",
+                "variants": variants,
+                "batch_sizes": list(batch_sizes),
+                "cores": list(cores),
+                "replicas": {"min": 1, "max": 100},
+            }
+        )
+    spec = parse_spec(
+        {
+            "name": "scaled",
+            "description": f"{n_stages} x {n_variants} clone of the video pipeline (synthetic)",
+            "sla_s": video.sla_s / len(video.stages) * n_stages,
+            "objective": video.objective.model_dump(),
+            "stages": stages,
+        }
+    )
+    return spec, coerce_profile(pd.DataFrame(rows), "synthetic scaled pipeline")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ipa_tasks.optimizer.options import StagePoints
+from ipa_tasks.optimizer.queueing import batch_formation_delay, queue_wait
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,16 @@ def highest_throughput_choice(stage_points: list[StagePoints], max_total_cores: 
         bottleneck=bottleneck,
         core_budget_binds=core_budget_binds,
     )
+
+
+def fastest_latency_s(stage_points: list[StagePoints], load_rps: float, quantile: str) -> float:
+    """The lowest end-to-end latency any plan reaches at ``load_rps`` (each stage at its most replicas)."""
+    total = 0.0
+    for p in stage_points:
+        latency = (
+            p.model_latency_s
+            + batch_formation_delay(load_rps, p.batch_size)
+            + queue_wait(load_rps, p.batch_size, p.throughput_rps, p.max_replicas, quantile)
+        )
+        total += float(latency.min())
+    return total

@@ -101,6 +101,9 @@ def build_milp(
         p_col = n_x + np.arange(n_stages)  # P[s]
         n_vars += n_stages
         variants_per_stage = [np.unique(o.variant) for o in options]
+        # Bounds of the running product P[s] over the options that remain.
+        upper = np.cumprod([o.score.max() for o in options])
+        lower = np.cumprod([o.score.min() for o in options])
         z_start = n_vars
         n_vars += sum(len(v) for v in variants_per_stage[1:])
         # P[1] = sum_o a[o] x[1,o]
@@ -124,15 +127,14 @@ def build_milp(
                 0.0,
                 0.0,
             )
-            # z[s,v] <= sum of x over v's options
+            # lower[s-1] * y[s,v] <= z[s,v] <= upper[s-1] * y[s,v], y[s,v] = sum of x over v's options.
+            # Exact for binary y with any valid bounds; the tightest bounds make the LP relaxation strong.
             for z_col, v in zip(z_cols, variants, strict=True):
                 members = sl.start + np.flatnonzero(o.variant == v)
-                add_row(
-                    np.concatenate([[z_col], members]),
-                    np.concatenate([[1.0], -np.ones(len(members))]),
-                    -np.inf,
-                    0.0,
-                )
+                columns = np.concatenate([[z_col], members])
+                ones = np.ones(len(members))
+                add_row(columns, np.concatenate([[1.0], -upper[s - 1] * ones]), -np.inf, 0.0)
+                add_row(columns, np.concatenate([[1.0], -lower[s - 1] * ones]), 0.0, np.inf)
             # P[s] = sum_v a[s,v] z[s,v]
             variant_score = np.array([o.score[np.flatnonzero(o.variant == v)[0]] for v in variants])
             add_row(np.concatenate([z_cols, [p_col[s]]]), np.concatenate([variant_score, [-1.0]]), 0.0, 0.0)
@@ -146,13 +148,16 @@ def build_milp(
     )
     integer = np.zeros(n_vars, dtype=bool)
     integer[:n_x] = True
+    lb, ub = np.zeros(n_vars), np.ones(n_vars)
+    if product:
+        lb[p_col], ub[p_col] = lower, upper
     return MilpModel(
         c=c,
         A=a_matrix,
         row_lo=np.array(lo),
         row_hi=np.array(hi),
-        lb=np.zeros(n_vars),
-        ub=np.ones(n_vars),
+        lb=lb,
+        ub=ub,
         integer=integer,
         stage_slices=stage_slices,
     )

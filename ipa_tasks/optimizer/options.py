@@ -27,6 +27,7 @@ from ipa_tasks.profiles import LATENCY_COLUMNS, ProfileError, variant_accuracy
 from ipa_tasks.spec import PipelineSpec
 
 WAIT_RESOLUTION_S = 1e-3
+FEASIBILITY_TOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,58 @@ class StagePoints:
 
 
 @dataclass(frozen=True)
+class FlatPoints:
+    """Every stage's points in one set of arrays (stage ``s`` owns ``offsets[s]:offsets[s + 1]``).
+
+    The per-decision work runs on these arrays in one pass instead of one pass per stage.
+    """
+
+    stages: tuple[StagePoints, ...]
+    offsets: np.ndarray
+    stage_of: np.ndarray
+    variant: np.ndarray
+    batch_size: np.ndarray
+    cores: np.ndarray
+    model_latency_s: np.ndarray
+    throughput_rps: np.ndarray
+    accuracy: np.ndarray
+    score: np.ndarray
+    min_replicas: np.ndarray
+    max_replicas: np.ndarray
+
+    @classmethod
+    def of(cls, stages: list[StagePoints]) -> FlatPoints:
+        sizes = [len(p) for p in stages]
+        stage_of = np.repeat(np.arange(len(stages)), sizes)
+        return cls(
+            stages=tuple(stages),
+            offsets=np.concatenate(([0], np.cumsum(sizes))).astype(np.int64),
+            stage_of=stage_of,
+            variant=np.concatenate([p.variant for p in stages]),
+            batch_size=np.concatenate([p.batch_size for p in stages]),
+            cores=np.concatenate([p.cores for p in stages]),
+            model_latency_s=np.concatenate([p.model_latency_s for p in stages]),
+            throughput_rps=np.concatenate([p.throughput_rps for p in stages]),
+            accuracy=np.concatenate([p.accuracy for p in stages]),
+            score=np.concatenate([p.score for p in stages]),
+            min_replicas=np.array([p.min_replicas for p in stages])[stage_of],
+            max_replicas=np.array([p.max_replicas for p in stages])[stage_of],
+        )
+
+    def mask(self, per_stage: list[np.ndarray]) -> np.ndarray:
+        """A boolean mask over all points from each stage's local point indices."""
+        mask = np.zeros(len(self.stage_of), dtype=bool)
+        mask[np.concatenate([self.offsets[s] + idx for s, idx in enumerate(per_stage)])] = True
+        return mask
+
+
+@dataclass(frozen=True)
 class StageOptions:
     """Options of one stage (struct of arrays; element ``i`` is option ``i``)."""
 
     stage: str
     variant_names: tuple[str, ...]
+    point: np.ndarray  # index into the stage's points
     variant: np.ndarray
     batch_size: np.ndarray
     cores: np.ndarray
@@ -73,26 +121,23 @@ class StageOptions:
     throughput_rps: np.ndarray
     accuracy: np.ndarray
     score: np.ndarray
+    latency_s: np.ndarray  # model latency + batch formation + queueing
     changed: np.ndarray  # variant or cores differ from the running configuration
     penalty: np.ndarray  # cost, batch and change terms of the objective (weighted)
+    cores_total: np.ndarray  # cores x replicas
 
     def __len__(self) -> int:
         return len(self.variant)
 
-    @property
-    def latency_s(self) -> np.ndarray:
-        return self.model_latency_s + self.batch_wait_s + self.queue_wait_s
-
-    @property
-    def cores_total(self) -> np.ndarray:
-        return self.cores * self.replicas
-
     def take(self, index: np.ndarray) -> StageOptions:
-        values = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            values[f.name] = value[index] if isinstance(value, np.ndarray) else value
-        return StageOptions(**values)
+        return StageOptions(
+            self.stage,
+            self.variant_names,
+            *(getattr(self, name)[index] for name in _OPTION_ARRAYS),
+        )
+
+
+_OPTION_ARRAYS = tuple(f.name for f in fields(StageOptions))[2:]
 
 
 def stage_points(
@@ -153,99 +198,144 @@ def stage_points(
 
 
 def _replica_grid(
-    points: StagePoints, load: float, quantile: str, resolution: float
+    load: float,
+    batch_size: np.ndarray,
+    throughput: np.ndarray,
+    min_replicas: np.ndarray,
+    max_replicas: np.ndarray,
+    quantile: str,
+    resolution: float,
+    fewest_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(point index, replicas, queue wait) of every option worth considering."""
-    h = points.throughput_rps
+    """(point index, replicas, queue wait) of every option worth considering, for a flat array of points.
+
+    Replicas run from the fewest that carry the load (at least the minimum) to the first count whose wait
+    is within ``resolution`` (only the fewest with ``fewest_only``). One Erlang recursion serves every
+    point; the waits are evaluated on a window of replica counts per point, widened until it suffices.
+    """
     # Strictly more capacity than load: at n * h == load the queue never drains.
-    fewest = np.floor(load / h).astype(np.int64) + 1 if load > 0 else np.zeros(len(points), dtype=np.int64)
-    lo = np.maximum(fewest, points.min_replicas)
-    feasible = lo <= points.max_replicas
-    if load <= 0 or not feasible.any():
-        idx = np.flatnonzero(feasible)
-        return idx, lo[idx], np.zeros(len(idx))
+    if load > 0:
+        fewest = np.floor(load / throughput).astype(np.int64) + 1
+    else:
+        fewest = np.zeros(len(throughput), dtype=np.int64)
+    lo = np.maximum(fewest, min_replicas)
+    feasible = np.flatnonzero(lo <= max_replicas)
+    if load <= 0 or len(feasible) == 0:
+        return feasible, lo[feasible], np.zeros(len(feasible))
+    b, h, lo, cap = batch_size[feasible], throughput[feasible], lo[feasible], max_replicas[feasible]
     offered = load / h
-    # Enough servers for the waiting probability to be negligible; extended below if not.
-    top = int(min(points.max_replicas, math.ceil(offered.max() + 6 * math.sqrt(offered.max()) + 6)))
-    top = max(top, int(lo[feasible].max()))  # a pinned or high minimum replica count lies above the estimate
+    columns = np.arange(len(feasible))[:, None]
+    width = 1 if fewest_only else math.ceil(6 * math.sqrt(offered.max()) + 6)
     while True:
+        top = int(min(cap.max(), lo.max() + width - 1))
         table = erlang_b_table(offered, top)
-        n = np.arange(1, top + 1)[:, None]
-        c = erlang_c_from_b(table[1:], n, offered[None, :])
-        wait = wait_from_erlang_c(c, load, points.batch_size[None, :], h[None, :], n, quantile)
-        if top >= points.max_replicas or np.all(wait[-1] <= resolution):
+        n = lo[:, None] + np.arange(width)[None, :]
+        in_range = n <= cap[:, None]
+        n = np.minimum(n, top)
+        c = erlang_c_from_b(table[n, columns], n, offered[:, None])
+        wait = wait_from_erlang_c(c, load, b[:, None], h[:, None], n, quantile)
+        settled = (wait <= resolution) | ~in_range
+        if fewest_only or np.all(settled[:, -1]) or top >= cap.max():
             break
-        top = min(points.max_replicas, top * 2)
-    # Keep n in [lo, first n whose wait is within the resolution] per point.
-    rows = n[:, 0][:, None]
-    settled = np.where(wait <= resolution, rows, top + 1).min(axis=0)
-    # The fewest allowed replicas always count, even when the wait settled below them.
-    last = np.maximum(np.minimum(settled, top), lo)
-    keep = (rows >= lo[None, :]) & (rows <= last[None, :]) & feasible[None, :]
-    keep &= np.isfinite(wait)
-    replica_idx, point_idx = np.nonzero(keep)
-    order = np.lexsort((replica_idx, point_idx))
-    point_idx, replica_idx = point_idx[order], replica_idx[order]
-    return point_idx, replica_idx + 1, wait[replica_idx, point_idx]
+        width *= 2
+    # Keep each point's replica counts up to the first whose wait is within the resolution.
+    first_settled = np.where(settled.any(axis=1), settled.argmax(axis=1), width - 1)
+    keep = (np.arange(width)[None, :] <= first_settled[:, None]) & in_range & np.isfinite(wait)
+    point_idx, offset = np.nonzero(keep)
+    return feasible[point_idx], lo[point_idx] + offset, wait[point_idx, offset]
 
 
 def expand_options(
     spec: PipelineSpec,
-    points: list[StagePoints],
+    points: FlatPoints,
     load_rps: float,
     current: Mapping[str, tuple[str, int]] | None = None,
     wait_resolution_s: float = WAIT_RESOLUTION_S,
+    fewest_only: bool = False,
+    allowed: np.ndarray | None = None,
+    reachable_only: bool = True,
 ) -> list[StageOptions]:
-    """Every option of every stage at ``load_rps``, unpruned. ``current`` maps stage -> (variant, cores)."""
-    weights = spec.objective
-    result = []
-    for stage_points in points:
-        point_idx, replicas, waits = _replica_grid(
-            stage_points, load_rps, spec.latency_quantile, wait_resolution_s
+    """The options of every stage at ``load_rps`` that can meet the SLA.
+
+    An option is dropped when it misses the SLA even with every other stage at its fastest option; points
+    already too slow without queueing are dropped before their replica counts are enumerated.
+    ``current`` maps stage -> (variant, cores) of the running configuration. ``fewest_only`` gives one
+    option per point (the fewest replicas); ``allowed`` is a mask over ``points`` to consider.
+    ``reachable_only=False`` keeps options that miss the SLA with their replica count (a point may still
+    reach it with more replicas).
+    """
+    sla = spec.sla_s
+    batch_wait = batch_formation_delay(load_rps, points.batch_size)
+    base = points.model_latency_s + batch_wait
+    budget = sla - _others_fastest(base, points.offsets, points.stage_of)
+    keep = base <= budget + FEASIBILITY_TOL
+    if allowed is not None:
+        keep &= allowed
+    candidate = np.flatnonzero(keep)
+    point, replicas, queue_wait = _replica_grid(
+        load_rps,
+        points.batch_size[candidate],
+        points.throughput_rps[candidate],
+        points.min_replicas[candidate],
+        points.max_replicas[candidate],
+        spec.latency_quantile,
+        wait_resolution_s,
+        fewest_only,
+    )
+    point = candidate[point]  # ascending, so grouped by stage
+    latency = base[point] + queue_wait
+    stage = points.stage_of[point]
+    bounds = np.searchsorted(stage, np.arange(len(points.stages) + 1))
+    if reachable_only and np.all(np.diff(bounds) > 0):
+        reachable = latency <= sla - _others_fastest(latency, bounds, stage) + FEASIBILITY_TOL
+        point, replicas, queue_wait, latency, stage = (
+            a[reachable] for a in (point, replicas, queue_wait, latency, stage)
         )
-        variant = stage_points.variant[point_idx]
-        batch = stage_points.batch_size[point_idx]
-        cores = stage_points.cores[point_idx]
+        bounds = np.searchsorted(stage, np.arange(len(points.stages) + 1))
+
+    variant, batch, cores = points.variant[point], points.batch_size[point], points.cores[point]
+    changed = np.zeros(len(point), dtype=bool)
+    for s, stage_points in enumerate(points.stages):
         if current and stage_points.stage in current:
             running_variant, running_cores = current[stage_points.stage]
-            names = np.array(stage_points.variant_names, dtype=object)
-            changed = (names[variant] != running_variant) | (cores != running_cores)
-        else:
-            changed = np.zeros(len(point_idx), dtype=bool)
-        penalty = (
-            weights.cost_weight * cores * replicas
-            + weights.batch_weight * batch
-            + weights.change_penalty * changed
-        )
-        result.append(
-            StageOptions(
-                stage=stage_points.stage,
-                variant_names=stage_points.variant_names,
-                variant=variant,
-                batch_size=batch,
-                cores=cores,
-                replicas=replicas,
-                model_latency_s=stage_points.model_latency_s[point_idx],
-                batch_wait_s=batch_formation_delay(load_rps, batch),
-                queue_wait_s=waits,
-                throughput_rps=stage_points.throughput_rps[point_idx],
-                accuracy=stage_points.accuracy[point_idx],
-                score=stage_points.score[point_idx],
-                changed=changed,
-                penalty=penalty,
-            )
-        )
-    return result
-
-
-def drop_unreachable(options: list[StageOptions], sla_s: float) -> list[StageOptions]:
-    """Drop options that miss the SLA even with every other stage at its fastest option."""
-    fastest = [float(o.latency_s.min()) if len(o) else math.inf for o in options]
-    total = sum(fastest)
+            names = stage_points.variant_names
+            running_index = names.index(running_variant) if running_variant in names else -1
+            sl = slice(bounds[s], bounds[s + 1])
+            changed[sl] = (variant[sl] != running_index) | (cores[sl] != running_cores)
+    weights = spec.objective
+    columns = {
+        "point": point - points.offsets[stage],
+        "variant": variant,
+        "batch_size": batch,
+        "cores": cores,
+        "replicas": replicas,
+        "model_latency_s": points.model_latency_s[point],
+        "batch_wait_s": batch_wait[point],
+        "queue_wait_s": queue_wait,
+        "throughput_rps": points.throughput_rps[point],
+        "accuracy": points.accuracy[point],
+        "score": points.score[point],
+        "latency_s": latency,
+        "changed": changed,
+        "penalty": weights.cost_weight * cores * replicas
+        + weights.batch_weight * batch
+        + weights.change_penalty * changed,
+        "cores_total": cores * replicas,
+    }
     return [
-        o.take(np.flatnonzero(o.latency_s <= sla_s - (total - f) + 1e-12))
-        for o, f in zip(options, fastest, strict=True)
+        StageOptions(
+            stage=stage_points.stage,
+            variant_names=stage_points.variant_names,
+            **{name: values[bounds[s] : bounds[s + 1]] for name, values in columns.items()},
+        )
+        for s, stage_points in enumerate(points.stages)
     ]
+
+
+def _others_fastest(latency: np.ndarray, offsets: np.ndarray, stage_of: np.ndarray) -> np.ndarray:
+    """For each element, the sum over the *other* stages of their smallest latency."""
+    fastest = np.minimum.reduceat(latency, offsets[:-1])
+    return fastest.sum() - fastest[stage_of]
 
 
 def _dominated(score: np.ndarray, latency: np.ndarray, penalty: np.ndarray) -> np.ndarray:

@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-import numpy as np
 import pandas as pd
 
 from ipa_tasks.latency_model import complete_profile
-from ipa_tasks.optimizer.degraded import highest_throughput_choice
+from ipa_tasks.optimizer.bounds import coordinate_ascent, feasible_plan, prune_by_bound
+from ipa_tasks.optimizer.degraded import DegradedChoice, fastest_latency_s, highest_throughput_choice
 from ipa_tasks.optimizer.formulation import build_milp
 from ipa_tasks.optimizer.options import (
+    FlatPoints,
     StageOptions,
     StagePoints,
-    drop_unreachable,
     expand_options,
     prune_dominated,
     stage_points,
@@ -53,7 +53,7 @@ class Planner:
     spec: PipelineSpec
     profile: pd.DataFrame
     """The pipeline's profile; completed with fitted batch sizes on construction."""
-    _points: dict[str, list[StagePoints]] = field(default_factory=dict, init=False, repr=False)
+    _points: dict[str, FlatPoints] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         rows = profile_for_pipeline(self.profile, self.spec.name)
@@ -77,21 +77,41 @@ class Planner:
         return cls(spec, read_profile(path))
 
     def points(self, policy: str) -> list[StagePoints]:
+        return list(self._flat_points(policy).stages)
+
+    def _flat_points(self, policy: str) -> FlatPoints:
         if policy not in self._points:
             restriction = restriction_for(policy, self.spec, self._accuracies)
-            self._points[policy] = stage_points(self.spec, self.profile, restriction)
+            self._points[policy] = FlatPoints.of(stage_points(self.spec, self.profile, restriction))
         return self._points[policy]
 
     def options(
         self, load_rps: float, policy: str = "ipa", current: Plan | None = None, prune: bool = True
     ) -> list[StageOptions]:
         """The options the MILP chooses from (pruned unless ``prune=False``)."""
-        options = expand_options(
-            self.spec, self.points(policy), load_rps, current.running() if current else None
-        )
-        options = drop_unreachable(options, self.spec.sla_s)
+        spec, points = self.spec, self._flat_points(policy)
+        running = current.running() if current else None
+        allowed = None
         if prune:
-            options = prune_dominated(options, with_cores=self.spec.max_total_cores is not None)
+            # A plan from fewest-replica options alone is feasible for the whole problem; every option of a
+            # point costs at least its fewest-replica option, so points that cannot beat that plan go
+            # before their replica counts are enumerated. Points too slow at their fewest replicas stay in
+            # this bound (more replicas may make them fast enough); the incumbent search checks the SLA.
+            fewest = expand_options(spec, points, load_rps, running, fewest_only=True, reachable_only=False)
+            incumbent = feasible_plan(
+                fewest, spec.objective, spec.accuracy_method, spec.sla_s, spec.max_total_cores
+            )
+            if incumbent is not None:
+                kept = prune_by_bound(fewest, spec.objective, spec.accuracy_method, incumbent)
+                allowed = points.mask([o.point for o in kept])
+        options = expand_options(spec, points, load_rps, running, allowed=allowed)
+        if prune:
+            incumbent = feasible_plan(
+                options, spec.objective, spec.accuracy_method, spec.sla_s, spec.max_total_cores
+            )
+            if incumbent is not None:
+                options = prune_by_bound(options, spec.objective, spec.accuracy_method, incumbent)
+            options = prune_dominated(options, with_cores=spec.max_total_cores is not None)
         return options
 
     def plan(
@@ -136,7 +156,16 @@ class Planner:
             build_time = time.perf_counter() - start
         if result is None or result.chosen is None:
             return self._degraded(load_rps, policy, current, notes, build_time, result)
-        stages = [_stage_plan_from_option(o, i) for o, i in zip(options, result.chosen, strict=True)]
+        spec = self.spec
+        chosen = coordinate_ascent(
+            options,
+            list(result.chosen),
+            spec.objective,
+            spec.accuracy_method,
+            spec.sla_s,
+            spec.max_total_cores,
+        )
+        stages = [_stage_plan_from_option(o, i) for o, i in zip(options, chosen, strict=True)]
         return Plan(
             pipeline=self.spec.name,
             policy=policy,
@@ -213,9 +242,7 @@ class Planner:
                 )
             )
             scores.append(float(p.score[i]))
-        # The options the solver saw may be filtered down to nothing; explain with the unfiltered ones.
-        unfiltered = expand_options(self.spec, points, load_rps, running)
-        reason = self._degraded_reason(load_rps, unfiltered, choice)
+        reason = self._degraded_reason(load_rps, points, choice, result)
         log.warning("degraded plan for %s at %.2f rps: %s", self.spec.name, load_rps, reason)
         return Plan(
             pipeline=self.spec.name,
@@ -233,23 +260,29 @@ class Planner:
             notes=tuple(notes),
         )
 
-    def _degraded_reason(self, load_rps: float, options: list[StageOptions], choice) -> str:
-        if load_rps >= choice.capacity_rps or not all(len(o) for o in options):
+    def _degraded_reason(
+        self, load_rps: float, points: list[StagePoints], choice: DegradedChoice, result: SolverResult | None
+    ) -> str:
+        spec = self.spec
+        if load_rps >= choice.capacity_rps:
             budget = " within the core budget" if choice.core_budget_binds else ""
             return (
-                f"load {load_rps:.2f} rps is more than the pipeline can carry{budget} within the SLA "
+                f"load {load_rps:.2f} rps is more than the pipeline can carry{budget} "
                 f"(highest throughput {choice.capacity_rps:.2f} rps, bottleneck stage {choice.bottleneck!r})"
             )
-        fastest = sum(float(np.min(o.latency_s)) for o in options)
-        if fastest > self.spec.sla_s:
+        fastest = fastest_latency_s(points, load_rps, spec.latency_quantile)
+        if fastest > spec.sla_s:
             return (
-                f"no configuration meets the SLA of {self.spec.sla_s:g} s at {load_rps:.2f} rps "
+                f"no configuration meets the SLA of {spec.sla_s:g} s at {load_rps:.2f} rps "
                 f"(the fastest takes {fastest:.3f} s)"
             )
-        return (
-            f"no configuration meets the SLA of {self.spec.sla_s:g} s within the core budget of "
-            f"{self.spec.max_total_cores} cores at {load_rps:.2f} rps"
-        )
+        if spec.max_total_cores is not None:
+            return (
+                f"no configuration meets the SLA of {spec.sla_s:g} s within the core budget of "
+                f"{spec.max_total_cores} cores at {load_rps:.2f} rps"
+            )
+        solver = result.solver if result else "the solver"
+        return f"{solver} found no plan within its time limit at {load_rps:.2f} rps"
 
 
 def _stage_plan_from_option(options: StageOptions, i: int) -> StagePlan:

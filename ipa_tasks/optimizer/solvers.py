@@ -21,6 +21,10 @@ from ipa_tasks.spec import AccuracyMethod, ObjectiveWeights
 
 GUROBI_SIZE_LIMIT_ERRNO = 10010
 FEASIBILITY_TOL = 1e-9
+OBJECTIVE_SCALE = 1e4
+"""Solvers get the objective scaled up: the batch tie-break (1e-6 per request of batch) would otherwise sit
+below their optimality tolerances (about 1e-6) and a plan worse by a tie-break could be called optimal.
+Scaling changes no argmax."""
 
 
 class SolverUnavailable(RuntimeError):
@@ -64,17 +68,12 @@ def solve_gurobi(model: MilpModel, time_limit_s: float) -> SolverResult:
         m.Params.MIPGapAbs = 1e-9
         vtype = np.where(model.integer, GRB.BINARY, GRB.CONTINUOUS)
         v = m.addMVar(model.n_vars, lb=model.lb, ub=model.ub, vtype=vtype)
-        equal = model.row_lo == model.row_hi
-        upper = ~equal & np.isfinite(model.row_hi)
-        lower = ~equal & np.isfinite(model.row_lo)
-        for mask, sense, rhs in (
-            (equal, "=", model.row_hi),
-            (upper, "<", model.row_hi),
-            (lower, ">", model.row_lo),
-        ):
-            if mask.any():
-                m.addMConstr(model.A[mask], v, sense, rhs[mask])
-        m.setMObjective(None, model.c, 0.0, sense=GRB.MAXIMIZE)
+        # Every row is an equality or one-sided (see formulation), so one sense per row suffices.
+        upper = np.isfinite(model.row_hi)
+        sense = np.where(model.row_lo == model.row_hi, "=", np.where(upper, "<", ">"))
+        m.addMConstr(model.A, v, sense, np.where(upper, model.row_hi, model.row_lo))
+
+        m.setMObjective(None, model.c * OBJECTIVE_SCALE, 0.0, sense=GRB.MAXIMIZE)
         m.optimize()
     except gp.GurobiError as exc:
         if exc.errno == GUROBI_SIZE_LIMIT_ERRNO:
@@ -107,7 +106,7 @@ def solve_highs(model: MilpModel, time_limit_s: float) -> SolverResult:
     lp.num_col_ = model.n_vars
     lp.num_row_ = model.n_rows
     lp.sense_ = highspy.ObjSense.kMaximize
-    lp.col_cost_ = model.c
+    lp.col_cost_ = model.c * OBJECTIVE_SCALE
     lp.col_lower_ = model.lb
     lp.col_upper_ = model.ub
     lp.row_lower_ = np.where(np.isfinite(model.row_lo), model.row_lo, -inf)

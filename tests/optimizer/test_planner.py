@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from ipa_tasks.optimizer.plan import Plan
 from ipa_tasks.optimizer.planner import Planner
 from ipa_tasks.optimizer.solvers import combination_objective
-from tests.optimizer.instances import instances, two_stage_spec
+from tests.optimizer.instances import instances, profile_rows, two_stage_spec
 
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOLERANCE = 1e-6
@@ -233,3 +233,39 @@ def test_bad_load_is_rejected(bad):
     spec, profile = two_stage_spec()
     with pytest.raises(ValueError, match="load must be"):
         Planner(spec, profile).plan(bad)
+
+
+def test_point_too_slow_at_its_fewest_replicas_still_counts():
+    """Regression: a point that misses the SLA at its fewest replicas but is optimal with more of them.
+
+    Found by the property test: the point-level bound once left such points out entirely.
+    """
+    import pandas as pd
+
+    from ipa_tasks.spec import parse_spec
+
+    measured = {  # (stage, batch, cores) -> p50 seconds
+        ("s0", 1, 2): 0.100101, ("s0", 4, 2): 0.387942, ("s0", 1, 4): 0.073151, ("s0", 4, 4): 0.283496,
+        ("s1", 1, 2): 0.045557, ("s1", 4, 2): 0.119105, ("s1", 1, 4): 0.033292, ("s1", 4, 4): 0.087038,
+        ("s2", 1, 2): 0.165241, ("s2", 4, 2): 0.557062, ("s2", 1, 4): 0.120753, ("s2", 4, 4): 0.407084,
+    }  # fmt: skip
+    rows = [
+        {**row, "batch_size": b, "cores": c, "latency_p50_s": p50, "latency_p95_s": p50 * 1.1,
+         "latency_p99_s": p50 * 1.25, "throughput_rps": b / p50}
+        for (stage, b, c), p50 in measured.items()
+        for row in profile_rows("rand", stage, "v0", 0.1, [1], [1], 0.5)
+    ]  # fmt: skip
+    stages = [
+        {"name": name, "variants": [{"name": "v0", "model": {"kind": "reference", "uri": "t"},
+                                     "accuracy": acc}],
+         "batch_sizes": [1, 4], "cores": [2, 4], "replicas": {"min": 1, "max": 6}}
+        for name, acc in (("s0", 0.37028), ("s1", 0.74734), ("s2", 0.51714))
+    ]  # fmt: skip
+    spec = parse_spec(
+        {"name": "rand", "sla_s": 1.97166, "accuracy_method": "sum", "stages": stages,
+         "objective": {"accuracy_weight": 100.0, "cost_weight": 1.0}}
+    )  # fmt: skip
+    planner = Planner(spec, pd.DataFrame(rows))
+    expected = reference_objective(planner, 27.16844, None)
+    for solver in ("gurobi", "highs", "brute-force"):
+        assert planner.plan(27.16844, solver=solver).terms.objective == pytest.approx(expected, abs=TOLERANCE)

@@ -1,0 +1,167 @@
+"""Exact bound pruning: a quick feasible plan, then drop every option that cannot beat it.
+
+Most options of a stage are cheap-to-slow trade-offs (more replicas, more cores, smaller batches) that only
+matter when the SLA is tight. A feasible plan with objective ``LB`` rules out any option ``o`` of stage
+``s`` whose optimistic bound is below ``LB``:
+
+* product accuracy: ``UB(o) = alpha * a_o * prod_{t != s} max a_t - pen_o - sum_{t != s} min pen_t``
+* sum accuracy: ``UB(o) = alpha * a_o - pen_o + sum_{t != s} max_o' (alpha * a_o' - pen_o')``
+
+Every option of the feasible plan itself has ``UB >= LB``, so the pruned problem keeps that plan and the
+optimum. The feasible plan comes from pricing latency with a Lagrange multiplier (bisection until the
+priced choice meets the SLA), improved by exact coordinate ascent one stage at a time. If no feasible
+plan is found nothing is pruned: the heuristic can cost time, never the optimum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ipa_tasks.optimizer.options import StageOptions
+from ipa_tasks.spec import AccuracyMethod, ObjectiveWeights
+
+BISECTION_STEPS = 30
+ASCENT_PASSES = 4
+FEASIBILITY_TOL = 1e-9
+
+
+def _objective(
+    scores: list[float], penalties: list[float], weights: ObjectiveWeights, method: AccuracyMethod
+) -> float:
+    accuracy = math.prod(scores) if method == "product" else sum(scores)
+    return weights.accuracy_weight * accuracy - sum(penalties)
+
+
+def _accuracy_weights(options: list[StageOptions], method: AccuracyMethod) -> list[float]:
+    """How much one unit of a stage's score is worth, with the other stages at their best."""
+    if method != "product":
+        return [1.0] * len(options)
+    best = [float(o.score.max()) for o in options]
+    return [math.prod(best[:s] + best[s + 1 :]) for s in range(len(options))]
+
+
+def _priced_choice(
+    options: list[StageOptions], value_weights: list[float], alpha: float, mu: float
+) -> list[int]:
+    return [
+        int(np.argmax(alpha * w * o.score - o.penalty - mu * o.latency_s))
+        for o, w in zip(options, value_weights, strict=True)
+    ]
+
+
+def _feasible(
+    options: list[StageOptions], chosen: list[int], sla_s: float, max_total_cores: int | None
+) -> bool:
+    latency = sum(float(o.latency_s[i]) for o, i in zip(options, chosen, strict=True))
+    cores = sum(int(o.cores_total[i]) for o, i in zip(options, chosen, strict=True))
+    return latency <= sla_s + FEASIBILITY_TOL and (max_total_cores is None or cores <= max_total_cores)
+
+
+def feasible_plan(
+    options: list[StageOptions],
+    weights: ObjectiveWeights,
+    method: AccuracyMethod,
+    sla_s: float,
+    max_total_cores: int | None,
+) -> list[int] | None:
+    """A good feasible choice (option index per stage), or None if the heuristic finds none."""
+    if not options or not all(len(o) for o in options):
+        return None
+    value_weights = _accuracy_weights(options, method)
+    alpha = weights.accuracy_weight
+    chosen = _priced_choice(options, value_weights, alpha, 0.0)
+    if not _feasible(options, chosen, sla_s, max_total_cores):
+        # The price at which the choice is the fastest option everywhere bounds the search.
+        spread = sum(
+            float(np.ptp(alpha * w * o.score - o.penalty))
+            for o, w in zip(options, value_weights, strict=True)
+        )
+        gaps = [np.diff(np.unique(o.latency_s)) for o in options]
+        smallest_gap = min((float(g.min()) for g in gaps if len(g)), default=1.0)
+        lo, hi = 0.0, (spread + 1.0) / max(smallest_gap, 1e-12)
+        best = None
+        for _ in range(BISECTION_STEPS):
+            mid = (lo + hi) / 2
+            candidate = _priced_choice(options, value_weights, alpha, mid)
+            if _feasible(options, candidate, sla_s, max_total_cores):
+                best, hi = candidate, mid
+            else:
+                lo = mid
+        if best is None:
+            candidate = _priced_choice(options, value_weights, alpha, hi)
+            if not _feasible(options, candidate, sla_s, max_total_cores):
+                return None
+            best = candidate
+        chosen = best
+    return coordinate_ascent(options, chosen, weights, method, sla_s, max_total_cores)
+
+
+def coordinate_ascent(
+    options: list[StageOptions],
+    chosen: list[int],
+    weights: ObjectiveWeights,
+    method: AccuracyMethod,
+    sla_s: float,
+    max_total_cores: int | None,
+) -> list[int]:
+    """Re-choose one stage at a time, exactly, keeping the plan feasible, until nothing improves.
+
+    Also polishes a MILP solver's answer: a gain smaller than the solver's tolerances (the batch
+    tie-break is 1e-6 per request of batch) is still taken.
+    """
+    chosen = list(chosen)
+    alpha = weights.accuracy_weight
+    for _ in range(ASCENT_PASSES):
+        improved = False
+        for s, o in enumerate(options):
+            others = [(options[t], chosen[t]) for t in range(len(options)) if t != s]
+            latency_left = sla_s - sum(float(p.latency_s[i]) for p, i in others)
+            ok = o.latency_s <= latency_left + FEASIBILITY_TOL
+            if max_total_cores is not None:
+                ok &= o.cores_total <= max_total_cores - sum(int(p.cores_total[i]) for p, i in others)
+            if method == "product":
+                value = alpha * math.prod(float(p.score[i]) for p, i in others) * o.score - o.penalty
+            else:
+                value = alpha * o.score - o.penalty
+            value = np.where(ok, value, -np.inf)
+            best = int(np.argmax(value))
+            if value[best] > value[chosen[s]] + 1e-12:
+                chosen[s] = best
+                improved = True
+        if not improved:
+            break
+    return chosen
+
+
+def prune_by_bound(
+    options: list[StageOptions],
+    weights: ObjectiveWeights,
+    method: AccuracyMethod,
+    incumbent: list[int],
+) -> list[StageOptions]:
+    """Drop options whose optimistic bound is below the incumbent's objective (see module docstring)."""
+    lower = _objective(
+        [float(o.score[i]) for o, i in zip(options, incumbent, strict=True)],
+        [float(o.penalty[i]) for o, i in zip(options, incumbent, strict=True)],
+        weights,
+        method,
+    )
+    alpha = weights.accuracy_weight
+    tolerance = 1e-9 * max(1.0, abs(lower))
+    pruned = []
+    if method == "product":
+        best_score = [float(o.score.max()) for o in options]
+        least_penalty = [float(o.penalty.min()) for o in options]
+        for s, o in enumerate(options):
+            others_score = math.prod(best_score[:s] + best_score[s + 1 :])
+            others_penalty = sum(least_penalty) - least_penalty[s]
+            upper = alpha * o.score * others_score - o.penalty - others_penalty
+            pruned.append(o.take(np.flatnonzero(upper >= lower - tolerance)))
+    else:
+        best_value = [float((alpha * o.score - o.penalty).max()) for o in options]
+        for s, o in enumerate(options):
+            upper = alpha * o.score - o.penalty + sum(best_value) - best_value[s]
+            pruned.append(o.take(np.flatnonzero(upper >= lower - tolerance)))
+    return pruned
