@@ -16,13 +16,14 @@ plan is found nothing is pruned: the heuristic can cost time, never the optimum.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from ipa_tasks.optimizer.options import StageOptions
 from ipa_tasks.spec import AccuracyMethod, ObjectiveWeights
 
-BISECTION_STEPS = 30
+BISECTION_STEPS = 12
 ASCENT_PASSES = 4
 FEASIBILITY_TOL = 1e-9
 
@@ -59,31 +60,42 @@ def _feasible(
     return latency <= sla_s + FEASIBILITY_TOL and (max_total_cores is None or cores <= max_total_cores)
 
 
+@dataclass(frozen=True)
+class Incumbent:
+    chosen: list[int]
+    """Option index per stage."""
+    latency_price: float
+    """The Lagrange multiplier of the SLA at which the priced choice became feasible (0 if it was at once)."""
+
+
 def feasible_plan(
     options: list[StageOptions],
     weights: ObjectiveWeights,
     method: AccuracyMethod,
     sla_s: float,
     max_total_cores: int | None,
-) -> list[int] | None:
-    """A good feasible choice (option index per stage), or None if the heuristic finds none."""
+) -> Incumbent | None:
+    """A good feasible plan, or None if the heuristic finds none."""
     if not options or not all(len(o) for o in options):
         return None
     value_weights = _accuracy_weights(options, method)
     alpha = weights.accuracy_weight
     chosen = _priced_choice(options, value_weights, alpha, 0.0)
+    price = 0.0
     if not _feasible(options, chosen, sla_s, max_total_cores):
-        # The price at which the choice is the fastest option everywhere bounds the search.
+        # Geometric bisection on the price between "latency nearly free" and "only speed counts";
+        # the price needs no precision, any feasible priced choice seeds the ascent.
         spread = sum(
             float(np.ptp(alpha * w * o.score - o.penalty))
             for o, w in zip(options, value_weights, strict=True)
         )
         gaps = [np.diff(np.unique(o.latency_s)) for o in options]
         smallest_gap = min((float(g.min()) for g in gaps if len(g)), default=1.0)
-        lo, hi = 0.0, (spread + 1.0) / max(smallest_gap, 1e-12)
+        hi = (spread + 1.0) / max(smallest_gap, 1e-12)
+        lo = hi * 1e-9
         best = None
         for _ in range(BISECTION_STEPS):
-            mid = (lo + hi) / 2
+            mid = math.sqrt(lo * hi)
             candidate = _priced_choice(options, value_weights, alpha, mid)
             if _feasible(options, candidate, sla_s, max_total_cores):
                 best, hi = candidate, mid
@@ -94,8 +106,8 @@ def feasible_plan(
             if not _feasible(options, candidate, sla_s, max_total_cores):
                 return None
             best = candidate
-        chosen = best
-    return coordinate_ascent(options, chosen, weights, method, sla_s, max_total_cores)
+        chosen, price = best, hi
+    return Incumbent(coordinate_ascent(options, chosen, weights, method, sla_s, max_total_cores), price)
 
 
 def coordinate_ascent(
@@ -139,29 +151,42 @@ def prune_by_bound(
     options: list[StageOptions],
     weights: ObjectiveWeights,
     method: AccuracyMethod,
-    incumbent: list[int],
+    sla_s: float,
+    incumbent: Incumbent,
 ) -> list[StageOptions]:
-    """Drop options whose optimistic bound is below the incumbent's objective (see module docstring)."""
+    """Drop options whose optimistic bound is below the incumbent's objective (see module docstring).
+
+    The bound is the smaller of two valid ones: latency free (``mu = 0``), and latency charged at the
+    incumbent's price ``mu`` (Lagrangian relaxation of the SLA: ``+ mu * (SLA - sum of latencies)`` is
+    non-negative for every feasible plan), which is much tighter when the SLA binds.
+    """
+    chosen = incumbent.chosen
     lower = _objective(
-        [float(o.score[i]) for o, i in zip(options, incumbent, strict=True)],
-        [float(o.penalty[i]) for o, i in zip(options, incumbent, strict=True)],
+        [float(o.score[i]) for o, i in zip(options, chosen, strict=True)],
+        [float(o.penalty[i]) for o, i in zip(options, chosen, strict=True)],
         weights,
         method,
     )
     alpha = weights.accuracy_weight
     tolerance = 1e-9 * max(1.0, abs(lower))
-    pruned = []
+    prices = {0.0, incumbent.latency_price}
     if method == "product":
         best_score = [float(o.score.max()) for o in options]
-        least_penalty = [float(o.penalty.min()) for o in options]
-        for s, o in enumerate(options):
-            others_score = math.prod(best_score[:s] + best_score[s + 1 :])
-            others_penalty = sum(least_penalty) - least_penalty[s]
-            upper = alpha * o.score * others_score - o.penalty - others_penalty
-            pruned.append(o.take(np.flatnonzero(upper >= lower - tolerance)))
+        value = [
+            alpha * math.prod(best_score[:s] + best_score[s + 1 :]) * o.score for s, o in enumerate(options)
+        ]
+        others = {mu: [-float((o.penalty + mu * o.latency_s).min()) for o in options] for mu in prices}
     else:
-        best_value = [float((alpha * o.score - o.penalty).max()) for o in options]
-        for s, o in enumerate(options):
-            upper = alpha * o.score - o.penalty + sum(best_value) - best_value[s]
-            pruned.append(o.take(np.flatnonzero(upper >= lower - tolerance)))
+        value = [alpha * o.score for o in options]
+        others = {
+            mu: [float((alpha * o.score - o.penalty - mu * o.latency_s).max()) for o in options]
+            for mu in prices
+        }
+    pruned = []
+    for s, o in enumerate(options):
+        upper = np.full(len(o), np.inf)
+        for mu, best in others.items():
+            bound = value[s] - o.penalty - mu * o.latency_s + mu * sla_s + sum(best) - best[s]
+            upper = np.minimum(upper, bound)
+        pruned.append(o.take(np.flatnonzero(upper >= lower - tolerance)))
     return pruned

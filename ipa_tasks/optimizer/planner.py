@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+import numpy as np
 import pandas as pd
 
 from ipa_tasks.latency_model import complete_profile
-from ipa_tasks.optimizer.bounds import coordinate_ascent, feasible_plan, prune_by_bound
+from ipa_tasks.optimizer.bounds import Incumbent, coordinate_ascent, feasible_plan, prune_by_bound
 from ipa_tasks.optimizer.degraded import DegradedChoice, fastest_latency_s, highest_throughput_choice
 from ipa_tasks.optimizer.formulation import build_milp
 from ipa_tasks.optimizer.options import (
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 SolverName = Literal["auto", "gurobi", "highs", "brute-force"]
 SOLVERS: tuple[str, ...] = get_args(SolverName)
 DEFAULT_TIME_LIMIT_S = 5.0
+DOMINANCE_PRUNING_ABOVE = 60
+"""Below this many options the MILP solves faster than dominance pruning runs."""
 
 
 @dataclass
@@ -91,7 +94,7 @@ class Planner:
         """The options the MILP chooses from (pruned unless ``prune=False``)."""
         spec, points = self.spec, self._flat_points(policy)
         running = current.running() if current else None
-        allowed = None
+        allowed, incumbent, fewest = None, None, []
         if prune:
             # A plan from fewest-replica options alone is feasible for the whole problem; every option of a
             # point costs at least its fewest-replica option, so points that cannot beat that plan go
@@ -102,17 +105,36 @@ class Planner:
                 fewest, spec.objective, spec.accuracy_method, spec.sla_s, spec.max_total_cores
             )
             if incumbent is not None:
-                kept = prune_by_bound(fewest, spec.objective, spec.accuracy_method, incumbent)
+                kept = prune_by_bound(fewest, spec.objective, spec.accuracy_method, spec.sla_s, incumbent)
                 allowed = points.mask([o.point for o in kept])
         options = expand_options(spec, points, load_rps, running, allowed=allowed)
         if prune:
-            incumbent = feasible_plan(
-                options, spec.objective, spec.accuracy_method, spec.sla_s, spec.max_total_cores
-            )
+            incumbent = self._carry_over(options, fewest, incumbent) if incumbent else None
+            if incumbent is None:
+                incumbent = feasible_plan(
+                    options, spec.objective, spec.accuracy_method, spec.sla_s, spec.max_total_cores
+                )
             if incumbent is not None:
-                options = prune_by_bound(options, spec.objective, spec.accuracy_method, incumbent)
+                options = prune_by_bound(options, spec.objective, spec.accuracy_method, spec.sla_s, incumbent)
+        if prune and sum(len(o) for o in options) > DOMINANCE_PRUNING_ABOVE:
             options = prune_dominated(options, with_cores=spec.max_total_cores is not None)
         return options
+
+    def _carry_over(
+        self, options: list[StageOptions], fewest: list[StageOptions], incumbent: Incumbent
+    ) -> Incumbent | None:
+        """The fewest-replica incumbent in the full option set, polished there; None if it is not there."""
+        chosen = []
+        for o, f, i in zip(options, fewest, incumbent.chosen, strict=True):
+            match = np.flatnonzero((o.point == f.point[i]) & (o.replicas == f.replicas[i]))
+            if len(match) == 0:
+                return None
+            chosen.append(int(match[0]))
+        spec = self.spec
+        chosen = coordinate_ascent(
+            options, chosen, spec.objective, spec.accuracy_method, spec.sla_s, spec.max_total_cores
+        )
+        return Incumbent(chosen, incumbent.latency_price)
 
     def plan(
         self,
