@@ -153,12 +153,17 @@ def prune_by_bound(
     method: AccuracyMethod,
     sla_s: float,
     incumbent: Incumbent,
+    latency_floor: bool = False,
 ) -> list[StageOptions]:
     """Drop options whose optimistic bound is below the incumbent's objective (see module docstring).
 
     The bound is the smaller of two valid ones: latency free (``mu = 0``), and latency charged at the
     incumbent's price ``mu`` (Lagrangian relaxation of the SLA: ``+ mu * (SLA - sum of latencies)`` is
     non-negative for every feasible plan), which is much tighter when the SLA binds.
+
+    ``latency_floor=True`` is for fewest-replica options standing in for all options of their point: more
+    replicas cost more but queue less, so the priced bound then charges only the latency no replica count
+    can remove (model latency and batch formation).
     """
     chosen = incumbent.chosen
     lower = _objective(
@@ -170,23 +175,30 @@ def prune_by_bound(
     alpha = weights.accuracy_weight
     tolerance = 1e-9 * max(1.0, abs(lower))
     prices = {0.0, incumbent.latency_price}
+    latency = [o.model_latency_s + o.batch_wait_s if latency_floor else o.latency_s for o in options]
     if method == "product":
         best_score = [float(o.score.max()) for o in options]
         value = [
             alpha * math.prod(best_score[:s] + best_score[s + 1 :]) * o.score for s, o in enumerate(options)
         ]
-        others = {mu: [-float((o.penalty + mu * o.latency_s).min()) for o in options] for mu in prices}
+        others = {
+            mu: [float((-(o.penalty + mu * lat)).max()) for o, lat in zip(options, latency, strict=True)]
+            for mu in prices
+        }
     else:
         value = [alpha * o.score for o in options]
         others = {
-            mu: [float((alpha * o.score - o.penalty - mu * o.latency_s).max()) for o in options]
+            mu: [
+                float((alpha * o.score - o.penalty - mu * lat).max())
+                for o, lat in zip(options, latency, strict=True)
+            ]
             for mu in prices
         }
     pruned = []
     for s, o in enumerate(options):
         upper = np.full(len(o), np.inf)
         for mu, best in others.items():
-            bound = value[s] - o.penalty - mu * o.latency_s + mu * sla_s + sum(best) - best[s]
+            bound = value[s] - o.penalty - mu * latency[s] + mu * sla_s + sum(best) - best[s]
             upper = np.minimum(upper, bound)
         pruned.append(o.take(np.flatnonzero(upper >= lower - tolerance)))
     return pruned

@@ -105,7 +105,9 @@ class Planner:
                 fewest, spec.objective, spec.accuracy_method, spec.sla_s, spec.max_total_cores
             )
             if incumbent is not None:
-                kept = prune_by_bound(fewest, spec.objective, spec.accuracy_method, spec.sla_s, incumbent)
+                kept = prune_by_bound(
+                    fewest, spec.objective, spec.accuracy_method, spec.sla_s, incumbent, latency_floor=True
+                )
                 allowed = points.mask([o.point for o in kept])
         options = expand_options(spec, points, load_rps, running, allowed=allowed)
         if prune:
