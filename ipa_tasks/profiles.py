@@ -77,6 +77,11 @@ def coerce_profile(df: pd.DataFrame, source: str | Path = "<profile>") -> pd.Dat
     bad_source = sorted(set(df["source"]) - set(SOURCES))
     if bad_source:
         raise ProfileError(f"{source}: column 'source' has unknown value(s) {bad_source}; allowed {SOURCES}")
+    accuracy = df["accuracy"]
+    out_of_range = accuracy.notna() & ~accuracy.between(0.0, 1.0)
+    if out_of_range.any():
+        first = df.loc[out_of_range, [*KEY_COLUMNS, "accuracy"]].iloc[0].to_dict()
+        raise ProfileError(f"{source}: column 'accuracy' must be in [0, 1] or empty, e.g. {first}")
     duplicated = df.duplicated(KEY_COLUMNS, keep=False)
     if duplicated.any():
         first = df.loc[duplicated, KEY_COLUMNS].iloc[0].to_dict()

@@ -62,3 +62,11 @@ def test_variant_accuracy_ignores_missing_values():
     assert variant_accuracy(df) == {}
     df["accuracy"] = 0.75
     assert variant_accuracy(df) == {("s", "v"): 0.75}
+
+
+def test_accuracy_outside_unit_interval_is_rejected(tmp_path):
+    df = table()
+    df["accuracy"] = 0.9
+    df.loc[2, "accuracy"] = 91.0  # a percentage where a fraction belongs
+    with pytest.raises(ProfileError, match=r"'accuracy' must be in \[0, 1\]"):
+        write_profile(df, tmp_path / "p.csv")

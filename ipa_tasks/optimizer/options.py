@@ -1,10 +1,11 @@
 """Per-stage options: every (variant, batch size, cores, replicas) a stage may run, with its data.
 
 The integer program picks one option per stage. Replicas are part of the option, enumerated from the
-fewest that carry the load (``n * h > lam``) upward for as long as one more replica still shortens the
-queueing wait by more than ``wait_resolution_s`` (see :mod:`ipa_tasks.optimizer.queueing`); a replica
-beyond that only adds cost. Options are then pruned: one that is slower, costlier and no more accurate
-than another of the same stage can never be in an optimal plan.
+fewest that carry the load (``n * h > lam``) up to the first count whose queueing wait is at most
+``wait_resolution_s`` (see :mod:`ipa_tasks.optimizer.queueing`): beyond it a replica buys less than that
+resolution of latency and adds cost. Options are then pruned by bound (:mod:`ipa_tasks.optimizer.bounds`)
+and by dominance: one that is slower, costlier and no more accurate than another of the same stage can
+never be in an optimal plan.
 """
 
 from __future__ import annotations
@@ -335,7 +336,9 @@ def expand_options(
 def _others_fastest(latency: np.ndarray, offsets: np.ndarray, stage_of: np.ndarray) -> np.ndarray:
     """For each element, the sum over the *other* stages of their smallest latency."""
     fastest = np.minimum.reduceat(latency, offsets[:-1])
-    return fastest.sum() - fastest[stage_of]
+    # Summed explicitly rather than total - own: an infinitely slow stage would make that inf - inf.
+    others = np.array([fastest[:s].sum() + fastest[s + 1 :].sum() for s in range(len(fastest))])
+    return others[stage_of]
 
 
 def _dominated(score: np.ndarray, latency: np.ndarray, penalty: np.ndarray) -> np.ndarray:

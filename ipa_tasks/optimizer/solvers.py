@@ -45,6 +45,7 @@ class SolverResult:
 
 @functools.cache
 def _gurobi_env() -> Any:
+    """One environment per process: starting one checks the licence, which costs milliseconds."""
     import gurobipy as gp
 
     env = gp.Env(empty=True)
@@ -76,12 +77,13 @@ def solve_gurobi(model: MilpModel, time_limit_s: float) -> SolverResult:
         m.setMObjective(None, model.c * OBJECTIVE_SCALE, 0.0, sense=GRB.MAXIMIZE)
         m.optimize()
     except gp.GurobiError as exc:
+        # Size limit (10010), no or expired licence (10009), ...: the plan is still wanted, from HiGHS.
         if exc.errno == GUROBI_SIZE_LIMIT_ERRNO:
             raise SolverUnavailable(
                 f"Gurobi's size-limited licence refused a model of {model.n_vars} variables and "
                 f"{model.n_rows} constraints (error {exc.errno})"
             ) from None
-        raise
+        raise SolverUnavailable(f"Gurobi failed: {exc} (error {exc.errno})") from None
     elapsed = time.perf_counter() - start
     if m.SolCount == 0:
         return SolverResult("gurobi", "infeasible", None, elapsed)

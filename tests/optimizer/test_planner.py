@@ -269,3 +269,19 @@ def test_point_too_slow_at_its_fewest_replicas_still_counts():
     expected = reference_objective(planner, 27.16844, None)
     for solver in ("gurobi", "highs", "brute-force"):
         assert planner.plan(27.16844, solver=solver).terms.objective == pytest.approx(expected, abs=TOLERANCE)
+
+
+def test_any_gurobi_error_falls_back_to_highs(monkeypatch):
+    """An expired or missing licence must not stop planning: HiGHS answers and the plan says why."""
+    import gurobipy
+
+    from ipa_tasks.optimizer import solvers
+
+    def no_licence():
+        raise gurobipy.GurobiError(10009, "No Gurobi license found")
+
+    monkeypatch.setattr(solvers, "_gurobi_env", no_licence)
+    spec, profile = two_stage_spec()
+    plan = Planner(spec, profile).plan(10.0)
+    assert plan.solver == "highs"
+    assert any("No Gurobi license found" in note and "10009" in note for note in plan.notes)
