@@ -189,21 +189,30 @@ class Planner:
             spec.sla_s,
             spec.max_total_cores,
         )
-        stages = [_stage_plan_from_option(o, i) for o, i in zip(options, chosen, strict=True)]
+        return self._plan(
+            policy,
+            load_rps,
+            [_stage_plan_from_option(o, i) for o, i in zip(options, chosen, strict=True)],
+            [float(o.score[i]) for o, i in zip(options, chosen, strict=True)],
+            solver=result.solver,
+            status=result.status,
+            build_time_s=build_time,
+            solve_time_s=result.solve_time_s,
+            notes=tuple(notes),
+        )
+
+    def _plan(
+        self, policy: str, load_rps: float, stages: list[StagePlan], scores: list[float], **details
+    ) -> Plan:
+        """A plan with its objective terms computed from exactly the stages it holds."""
         return Plan(
             pipeline=self.spec.name,
             policy=policy,
             load_rps=load_rps,
             sla_s=self.spec.sla_s,
             stages=tuple(stages),
-            terms=self._terms(
-                stages, [float(o.score[i]) for o, i in zip(options, result.chosen, strict=True)]
-            ),
-            solver=result.solver,
-            status=result.status,
-            build_time_s=build_time,
-            solve_time_s=result.solve_time_s,
-            notes=tuple(notes),
+            terms=self._terms(stages, scores),
+            **details,
         )
 
     def _solve_milp(self, model, solver: str, time_limit_s: float, notes: list[str]) -> SolverResult:
@@ -268,13 +277,11 @@ class Planner:
             scores.append(float(p.score[i]))
         reason = self._degraded_reason(load_rps, points, choice, result)
         log.warning("degraded plan for %s at %.2f rps: %s", self.spec.name, load_rps, reason)
-        return Plan(
-            pipeline=self.spec.name,
-            policy=policy,
-            load_rps=load_rps,
-            sla_s=self.spec.sla_s,
-            stages=tuple(stages),
-            terms=self._terms(stages, scores),
+        return self._plan(
+            policy,
+            load_rps,
+            stages,
+            scores,
             solver=(result.solver if result else "none") + "+highest-throughput",
             status="degraded",
             degraded=True,
