@@ -78,15 +78,25 @@ def build_milp(
     lo: list[float] = []
     hi: list[float] = []
 
-    def add_row(columns: np.ndarray, values: np.ndarray, low: float, high: float) -> None:
-        rows.append(np.full(len(columns), len(lo), dtype=np.int64))
+    def add_rows(entry_row: np.ndarray, columns: np.ndarray, values: np.ndarray, low, high) -> None:
+        """Append a block of rows; ``entry_row`` numbers each entry's row within the block."""
+        rows.append(len(lo) + np.asarray(entry_row, dtype=np.int64))
         cols.append(np.asarray(columns, dtype=np.int64))
         vals.append(np.asarray(values, dtype=float))
-        lo.append(low)
-        hi.append(high)
+        lo.extend(np.atleast_1d(low))
+        hi.extend(np.atleast_1d(high))
 
-    for sl in stage_slices:
-        add_row(np.arange(sl.start, sl.stop), np.ones(sl.stop - sl.start), 1.0, 1.0)
+    def add_row(columns: np.ndarray, values: np.ndarray, low: float, high: float) -> None:
+        add_rows(np.zeros(len(columns), dtype=np.int64), columns, values, low, high)
+
+    # One option per stage: row s holds stage s's columns.
+    add_rows(
+        np.repeat(np.arange(len(options)), sizes),
+        np.arange(n_x),
+        np.ones(n_x),
+        [1.0] * len(options),
+        [1.0] * len(options),
+    )
     all_x = np.arange(n_x)
     add_row(all_x, np.concatenate([o.latency_s for o in options]), -np.inf, sla_s)
     if max_total_cores is not None:
@@ -100,12 +110,13 @@ def build_milp(
         n_stages = len(options)
         p_col = n_x + np.arange(n_stages)  # P[s]
         n_vars += n_stages
-        variants_per_stage = [np.unique(o.variant) for o in options]
+        # Per stage: its variants, each option's variant position, and one option index per variant.
+        variants_per_stage = [np.unique(o.variant, return_index=True, return_inverse=True) for o in options]
         # Bounds of the running product P[s] over the options that remain.
         upper = np.cumprod([o.score.max() for o in options])
         lower = np.cumprod([o.score.min() for o in options])
-        z_start = n_vars
-        n_vars += sum(len(v) for v in variants_per_stage[1:])
+        z_next = n_vars
+        n_vars += sum(len(v[0]) for v in variants_per_stage[1:])
         # P[1] = sum_o a[o] x[1,o]
         first = stage_slices[0]
         add_row(
@@ -114,30 +125,40 @@ def build_milp(
             0.0,
             0.0,
         )
-        z_next = z_start
         for s in range(1, n_stages):
             o, sl = options[s], stage_slices[s]
-            variants = variants_per_stage[s]
-            z_cols = z_next + np.arange(len(variants))
-            z_next += len(variants)
+            variants, first_option, variant_of = variants_per_stage[s]
+            k = len(variants)
+            z_cols = z_next + np.arange(k)
+            z_next += k
             # sum_v z[s,v] = P[s-1]
+            add_row(np.concatenate([z_cols, [p_col[s - 1]]]), np.concatenate([np.ones(k), [-1.0]]), 0.0, 0.0)
+            # lower[s-1] * y[s,v] <= z[s,v] <= upper[s-1] * y[s,v], y[s,v] = sum of x over v's options.
+            # Exact for binary y with any valid bounds; the tightest bounds make the LP relaxation strong.
+            entry_row = np.concatenate([np.arange(k), variant_of])
+            columns = np.concatenate([z_cols, np.arange(sl.start, sl.stop)])
+            ones = np.ones(len(o))
+            add_rows(
+                entry_row,
+                columns,
+                np.concatenate([np.ones(k), -upper[s - 1] * ones]),
+                [-np.inf] * k,
+                [0.0] * k,
+            )
+            add_rows(
+                entry_row,
+                columns,
+                np.concatenate([np.ones(k), -lower[s - 1] * ones]),
+                [0.0] * k,
+                [np.inf] * k,
+            )
+            # P[s] = sum_v a[s,v] z[s,v]
             add_row(
-                np.concatenate([z_cols, [p_col[s - 1]]]),
-                np.concatenate([np.ones(len(variants)), [-1.0]]),
+                np.concatenate([z_cols, [p_col[s]]]),
+                np.concatenate([o.score[first_option], [-1.0]]),
                 0.0,
                 0.0,
             )
-            # lower[s-1] * y[s,v] <= z[s,v] <= upper[s-1] * y[s,v], y[s,v] = sum of x over v's options.
-            # Exact for binary y with any valid bounds; the tightest bounds make the LP relaxation strong.
-            for z_col, v in zip(z_cols, variants, strict=True):
-                members = sl.start + np.flatnonzero(o.variant == v)
-                columns = np.concatenate([[z_col], members])
-                ones = np.ones(len(members))
-                add_row(columns, np.concatenate([[1.0], -upper[s - 1] * ones]), -np.inf, 0.0)
-                add_row(columns, np.concatenate([[1.0], -lower[s - 1] * ones]), 0.0, np.inf)
-            # P[s] = sum_v a[s,v] z[s,v]
-            variant_score = np.array([o.score[np.flatnonzero(o.variant == v)[0]] for v in variants])
-            add_row(np.concatenate([z_cols, [p_col[s]]]), np.concatenate([variant_score, [-1.0]]), 0.0, 0.0)
         c = np.concatenate([c, np.zeros(n_vars - n_x)])
         c[p_col[-1]] = weights.accuracy_weight
     else:
