@@ -66,119 +66,137 @@ def build_milp(
     sla_s: float,
     max_total_cores: int | None,
 ) -> MilpModel:
-    sizes = [len(o) for o in options]
-    n_x = sum(sizes)
+    n_stages = len(options)
+    sizes = np.array([len(o) for o in options])
+    n_x = int(sizes.sum())
     starts = np.concatenate(([0], np.cumsum(sizes)))
-    stage_slices = tuple(slice(int(starts[i]), int(starts[i + 1])) for i in range(len(options)))
-    product = accuracy_method == "product"
-
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
-    lo: list[float] = []
-    hi: list[float] = []
-
-    def add_rows(entry_row: np.ndarray, columns: np.ndarray, values: np.ndarray, low, high) -> None:
-        """Append a block of rows; ``entry_row`` numbers each entry's row within the block."""
-        rows.append(len(lo) + np.asarray(entry_row, dtype=np.int64))
-        cols.append(np.asarray(columns, dtype=np.int64))
-        vals.append(np.asarray(values, dtype=float))
-        lo.extend(np.atleast_1d(low))
-        hi.extend(np.atleast_1d(high))
-
-    def add_row(columns: np.ndarray, values: np.ndarray, low: float, high: float) -> None:
-        add_rows(np.zeros(len(columns), dtype=np.int64), columns, values, low, high)
-
-    # One option per stage: row s holds stage s's columns.
-    add_rows(
-        np.repeat(np.arange(len(options)), sizes),
-        np.arange(n_x),
-        np.ones(n_x),
-        [1.0] * len(options),
-        [1.0] * len(options),
-    )
-    all_x = np.arange(n_x)
-    add_row(all_x, np.concatenate([o.latency_s for o in options]), -np.inf, sla_s)
+    stage_slices = tuple(slice(int(starts[i]), int(starts[i + 1])) for i in range(n_stages))
+    stage_of = np.repeat(np.arange(n_stages), sizes)
+    x = np.arange(n_x)
+    latency = np.concatenate([o.latency_s for o in options])
+    score = np.concatenate([o.score for o in options])
+    blocks = _RowBlocks()
+    # One option per stage (row s holds stage s's columns); end-to-end latency; core budget.
+    blocks.add(stage_of, x, np.ones(n_x), np.ones(n_stages), np.ones(n_stages))
+    blocks.add(np.zeros(n_x, dtype=np.int64), x, latency, [-np.inf], [sla_s])
     if max_total_cores is not None:
-        add_row(
-            all_x, np.concatenate([o.cores_total for o in options]).astype(float), -np.inf, max_total_cores
-        )
+        cores = np.concatenate([o.cores_total for o in options]).astype(float)
+        blocks.add(np.zeros(n_x, dtype=np.int64), x, cores, [-np.inf], [max_total_cores])
 
-    c = np.concatenate([-o.penalty for o in options])
-    n_vars = n_x
-    if product:
-        n_stages = len(options)
-        p_col = n_x + np.arange(n_stages)  # P[s]
-        n_vars += n_stages
-        # Per stage: its variants, each option's variant position, and one option index per variant.
-        variants_per_stage = [np.unique(o.variant, return_index=True, return_inverse=True) for o in options]
-        # Bounds of the running product P[s] over the options that remain.
-        upper = np.cumprod([o.score.max() for o in options])
-        lower = np.cumprod([o.score.min() for o in options])
-        z_next = n_vars
-        n_vars += sum(len(v[0]) for v in variants_per_stage[1:])
-        # P[1] = sum_o a[o] x[1,o]
-        first = stage_slices[0]
-        add_row(
-            np.concatenate([np.arange(first.start, first.stop), [p_col[0]]]),
-            np.concatenate([options[0].score, [-1.0]]),
-            0.0,
-            0.0,
-        )
-        for s in range(1, n_stages):
-            o, sl = options[s], stage_slices[s]
-            variants, first_option, variant_of = variants_per_stage[s]
-            k = len(variants)
-            z_cols = z_next + np.arange(k)
-            z_next += k
-            # sum_v z[s,v] = P[s-1]
-            add_row(np.concatenate([z_cols, [p_col[s - 1]]]), np.concatenate([np.ones(k), [-1.0]]), 0.0, 0.0)
-            # lower[s-1] * y[s,v] <= z[s,v] <= upper[s-1] * y[s,v], y[s,v] = sum of x over v's options.
-            # Exact for binary y with any valid bounds; the tightest bounds make the LP relaxation strong.
-            entry_row = np.concatenate([np.arange(k), variant_of])
-            columns = np.concatenate([z_cols, np.arange(sl.start, sl.stop)])
-            ones = np.ones(len(o))
-            add_rows(
-                entry_row,
-                columns,
-                np.concatenate([np.ones(k), -upper[s - 1] * ones]),
-                [-np.inf] * k,
-                [0.0] * k,
-            )
-            add_rows(
-                entry_row,
-                columns,
-                np.concatenate([np.ones(k), -lower[s - 1] * ones]),
-                [0.0] * k,
-                [np.inf] * k,
-            )
-            # P[s] = sum_v a[s,v] z[s,v]
-            add_row(
-                np.concatenate([z_cols, [p_col[s]]]),
-                np.concatenate([o.score[first_option], [-1.0]]),
-                0.0,
-                0.0,
-            )
-        c = np.concatenate([c, np.zeros(n_vars - n_x)])
-        c[p_col[-1]] = weights.accuracy_weight
+    c = -np.concatenate([o.penalty for o in options])
+    lb, ub = np.zeros(n_x), np.ones(n_x)
+    if accuracy_method == "product":
+        n_vars, c, lb, ub = _product_chain(blocks, options, stage_of, score, n_x, c, weights.accuracy_weight)
     else:
-        c = c + weights.accuracy_weight * np.concatenate([o.score for o in options])
-
-    a_matrix = sparse.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(lo), n_vars)
-    )
+        n_vars = n_x
+        c = c + weights.accuracy_weight * score
     integer = np.zeros(n_vars, dtype=bool)
     integer[:n_x] = True
-    lb, ub = np.zeros(n_vars), np.ones(n_vars)
-    if product:
-        lb[p_col], ub[p_col] = lower, upper
+    a_matrix, row_lo, row_hi = blocks.matrix(n_vars)
     return MilpModel(
         c=c,
         A=a_matrix,
-        row_lo=np.array(lo),
-        row_hi=np.array(hi),
+        row_lo=row_lo,
+        row_hi=row_hi,
         lb=lb,
         ub=ub,
         integer=integer,
         stage_slices=stage_slices,
     )
+
+
+class _RowBlocks:
+    """Rows collected as blocks of (row within block, column, value) entries with their bounds."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []
+        self.cols: list[np.ndarray] = []
+        self.vals: list[np.ndarray] = []
+        self.lo: list[np.ndarray] = []
+        self.hi: list[np.ndarray] = []
+        self.n_rows = 0
+
+    def add(self, row, col, val, lo, hi) -> None:
+        lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+        self.rows.append(self.n_rows + np.asarray(row, dtype=np.int64))
+        self.cols.append(np.asarray(col, dtype=np.int64))
+        self.vals.append(np.asarray(val, dtype=float))
+        self.lo.append(lo)
+        self.hi.append(hi)
+        self.n_rows += len(lo)
+
+    def matrix(self, n_cols: int) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
+        entries = (np.concatenate(self.vals), (np.concatenate(self.rows), np.concatenate(self.cols)))
+        a_matrix = sparse.csr_matrix(entries, shape=(self.n_rows, n_cols))
+        return a_matrix, np.concatenate(self.lo), np.concatenate(self.hi)
+
+
+def _product_chain(
+    blocks: _RowBlocks,
+    options: list[StageOptions],
+    stage_of: np.ndarray,
+    score: np.ndarray,
+    n_x: int,
+    c: np.ndarray,
+    accuracy_weight: float,
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Add the exact linearisation of the product of stage accuracies (module docstring); all stages at once.
+
+    Returns the number of variables and the objective and bounds extended to ``P`` and ``z``.
+    """
+    n_stages = len(options)
+    # Bounds of the running product P[s] over the options that remain.
+    upper = np.cumprod([o.score.max() for o in options])
+    lower = np.cumprod([o.score.min() for o in options])
+    p_col = n_x + np.arange(n_stages)
+    # One z per (stage >= 2, variant); `group` numbers them, `first` is one option of each.
+    later = np.flatnonzero(stage_of > 0)
+    variant = np.concatenate([o.variant for o in options])
+    key = stage_of[later] * (int(variant.max(initial=0)) + 1) + variant[later]
+    _, first, group = np.unique(key, return_index=True, return_inverse=True)
+    n_z = len(first)
+    z_col = n_x + n_stages + np.arange(n_z)
+    z_stage = stage_of[later[first]]  # stage of each z, >= 1
+    z_score = score[later[first]]
+
+    # P[1] = sum_o a[o] x[1,o]
+    first_stage = np.flatnonzero(stage_of == 0)
+    blocks.add(
+        np.zeros(len(first_stage) + 1, dtype=np.int64),
+        np.concatenate([first_stage, [p_col[0]]]),
+        np.concatenate([score[first_stage], [-1.0]]),
+        [0.0],
+        [0.0],
+    )
+    # sum_v z[s,v] = P[s-1] for s >= 2 (one row per stage, numbered s - 1)
+    blocks.add(
+        np.concatenate([z_stage - 1, np.arange(n_stages - 1)]),
+        np.concatenate([z_col, p_col[:-1]]),
+        np.concatenate([np.ones(n_z), -np.ones(n_stages - 1)]),
+        np.zeros(n_stages - 1),
+        np.zeros(n_stages - 1),
+    )
+    # lower[s-1] * y[s,v] <= z[s,v] <= upper[s-1] * y[s,v], y[s,v] = sum of x over v's options.
+    # Exact for binary y with any valid bounds; the tightest bounds make the LP relaxation strong.
+    for bound, lo, hi in ((upper, -np.inf, 0.0), (lower, 0.0, np.inf)):
+        blocks.add(
+            np.concatenate([np.arange(n_z), group]),
+            np.concatenate([z_col, later]),
+            np.concatenate([np.ones(n_z), -bound[stage_of[later] - 1]]),
+            np.full(n_z, lo),
+            np.full(n_z, hi),
+        )
+    # P[s] = sum_v a[s,v] z[s,v] for s >= 2
+    blocks.add(
+        np.concatenate([z_stage - 1, np.arange(n_stages - 1)]),
+        np.concatenate([z_col, p_col[1:]]),
+        np.concatenate([z_score, -np.ones(n_stages - 1)]),
+        np.zeros(n_stages - 1),
+        np.zeros(n_stages - 1),
+    )
+    n_vars = n_x + n_stages + n_z
+    c = np.concatenate([c, np.zeros(n_stages + n_z)])
+    c[p_col[-1]] = accuracy_weight
+    lb = np.concatenate([np.zeros(n_x), lower, np.zeros(n_z)])
+    ub = np.concatenate([np.ones(n_x), upper, np.ones(n_z)])
+    return n_vars, c, lb, ub
