@@ -6,7 +6,7 @@ profiles, as IPA's scalability experiment did (``ipa_tasks.synthetic_profiles.sc
 Brute force enumerates the unpruned options and runs only where that stays under its limit; wherever it
 runs, the MILP solvers' objectives are checked against it.
 
-    .venv/bin/python benchmarks/solver_scaling.py            # full grid, about 10 minutes on 2 cores
+    .venv/bin/python benchmarks/solver_scaling.py            # full grid, about 2 minutes on 2 cores
     .venv/bin/python benchmarks/solver_scaling.py --stages 1,9 --variants 1,9 --repeats 5
 """
 
@@ -35,81 +35,92 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 CORES = (1, 2, 4)
 SOLVERS = ("gurobi", "highs", "brute-force")
 AGREEMENT_TOLERANCE = 1e-6
+BRUTE_FORCE_REPEATS = 3
 
 
 def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
-def time_decisions(planner: Planner, load: float, solver: str, repeats: int) -> tuple[list[float], object]:
-    """Wall time of ``repeats`` decisions (after one warm-up), and the last plan."""
-    prune = solver != "brute-force"
-    plan = planner.plan(load, solver=solver, prune=prune)  # warm-up: caches, imports, Gurobi environment
-    gc.collect()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        plan = planner.plan(load, solver=solver, prune=prune)
-        times.append(time.perf_counter() - start)
-    return times, plan
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
 def run(stages: list[int], variants: list[int], load: float, repeats: int, out: Path) -> list[dict]:
-    rows = []
+    """Time every cell, interleaved: each round times every (cell, solver) once.
+
+    A shared machine drifts (other tenants, frequency); interleaving spreads a slow minute over all cells
+    instead of landing on whichever cells happened to run during it.
+    """
+    cells = [(s, v) for s in stages for v in variants]
+    planners = {}
+    plans: dict[tuple[int, int, str], object] = {}
+    times: dict[tuple[int, int, str], list[float]] = {}
+    status: dict[tuple[int, int, str], str] = {}
     console = Console()
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("solving", total=len(stages) * len(variants) * len(SOLVERS))
-        for n_stages in stages:
-            for n_variants in variants:
-                spec, profile = scaled_video_pipeline(n_stages, n_variants, BATCH_SIZES, CORES)
-                planner = Planner(spec, profile)
-                reference = None
-                results = {}
-                for solver in reversed(SOLVERS):  # brute force first: the others are checked against it
-                    progress.update(task, description=f"{n_stages} x {n_variants} {solver}")
-                    try:
-                        times, plan = time_decisions(
-                            planner, load, solver, 3 if solver == "brute-force" else repeats
-                        )
-                        status = "degraded" if plan.degraded else plan.status
-                        if solver == "brute-force" and not plan.degraded:
-                            reference = plan.terms.objective
-                        elif reference is not None and not plan.degraded:
-                            if abs(plan.terms.objective - reference) > AGREEMENT_TOLERANCE:
-                                status = "MISMATCH"
-                            else:
-                                status += "=brute-force"
-                        results[solver] = (statistics.median(times), p95(times), status)
-                    except SolverUnavailable:
-                        results[solver] = (float("nan"), float("nan"), "refused-by-licence")
-                    except ProblemTooLarge:
-                        results[solver] = (float("nan"), float("nan"), "too-large")
-                    progress.advance(task)
+        setup = progress.add_task("building pipelines and warming up", total=len(cells))
+        for n_stages, n_variants in cells:
+            spec, profile = scaled_video_pipeline(n_stages, n_variants, BATCH_SIZES, CORES)
+            planner = planners[(n_stages, n_variants)] = Planner(spec, profile)
+            for solver in SOLVERS:
+                key = (n_stages, n_variants, solver)
+                try:
+                    # Brute force runs on the unpruned options: the reference, and timed a few times only.
+                    plans[key] = planner.plan(load, solver=solver, prune=solver != "brute-force")
+                    times[key] = []
+                except SolverUnavailable:
+                    status[key] = "refused-by-licence"
+                except ProblemTooLarge:
+                    status[key] = "too-large"
+            progress.advance(setup)
+        rounds = progress.add_task("timing", total=repeats)
+        for round_ in range(repeats):
+            gc.collect()
+            for (n_stages, n_variants), planner in planners.items():
                 for solver in SOLVERS:
-                    median_s, p95_s, status = results[solver]
-                    rows.append(
-                        {
-                            "solver": solver,
-                            "stages": n_stages,
-                            "variants": n_variants,
-                            "batch_sizes": len(BATCH_SIZES),
-                            "core_options": len(CORES),
-                            "median_s": f"{median_s:.6f}",
-                            "p95_s": f"{p95_s:.6f}",
-                            "status": status,
-                        }
-                    )
+                    key = (n_stages, n_variants, solver)
+                    if key not in times or (solver == "brute-force" and round_ >= BRUTE_FORCE_REPEATS):
+                        continue
+                    start = time.perf_counter()
+                    planner.plan(load, solver=solver, prune=solver != "brute-force")
+                    times[key].append(time.perf_counter() - start)
+            progress.advance(rounds)
+
+    rows = []
+    for n_stages, n_variants in cells:
+        reference = plans.get((n_stages, n_variants, "brute-force"))
+        for solver in SOLVERS:
+            key = (n_stages, n_variants, solver)
+            if key in status:
+                median_s = p95_s = float("nan")
+                state = status[key]
+            else:
+                plan = plans[key]
+                median_s, p95_s = statistics.median(times[key]), p95(times[key])
+                state = "degraded" if plan.degraded else plan.status
+                if solver != "brute-force" and reference is not None and not reference.degraded:
+                    agrees = abs(plan.terms.objective - reference.terms.objective) <= AGREEMENT_TOLERANCE
+                    state = state + "=brute-force" if agrees else "MISMATCH"
+            rows.append(
+                {
+                    "solver": solver,
+                    "stages": n_stages,
+                    "variants": n_variants,
+                    "batch_sizes": len(BATCH_SIZES),
+                    "core_options": len(CORES),
+                    "median_s": f"{median_s:.6f}",
+                    "p95_s": f"{p95_s:.6f}",
+                    "status": state,
+                }
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def print_table(rows: list[dict], load: float, repeats: int) -> None:
