@@ -36,6 +36,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _time_limit(text: str) -> float:
+    value = _positive_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0 seconds")
+    return value
+
+
 def _load_list(text: str) -> list[float]:
     return [_positive_float(part) for part in text.split(",") if part.strip()]
 
@@ -121,7 +128,7 @@ def cmd_validate_spec(args: argparse.Namespace) -> int:
     failed = 0
     for file in args.files:
         try:
-            spec = load_spec(file)
+            spec = load_spec(resolve_spec_path(file))
         except SpecError as exc:
             failed += 1
             print(exc, file=sys.stderr)
@@ -202,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     solve.add_argument(
         "--time-limit",
-        type=_positive_float,
+        type=_time_limit,
         default=DEFAULT_TIME_LIMIT_S,
         help="solver time limit in seconds",
     )
@@ -214,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check pipeline spec files",
         description="Check pipeline spec files; exit 2 if any is invalid.",
     )
-    validate.add_argument("files", nargs="+", help="spec files")
+    validate.add_argument("files", nargs="+", help="spec files, or names of shipped pipelines")
     validate.set_defaults(func=cmd_validate_spec)
 
     sweep = sub.add_parser(

@@ -77,6 +77,14 @@ def coerce_profile(df: pd.DataFrame, source: str | Path = "<profile>") -> pd.Dat
     bad_source = sorted(set(df["source"]) - set(SOURCES))
     if bad_source:
         raise ProfileError(f"{source}: column 'source' has unknown value(s) {bad_source}; allowed {SOURCES}")
+    for column in (*LATENCY_COLUMNS.values(), "throughput_rps"):
+        bad = ~(df[column] > 0) | ~np.isfinite(df[column])
+        if bad.any():
+            first = df.loc[bad, [*KEY_COLUMNS, column]].iloc[0].to_dict()
+            raise ProfileError(
+                f"{source}: column {column!r} must be a positive finite number; "
+                f"{int(bad.sum())} row(s) are not, e.g. {first}"
+            )
     accuracy = df["accuracy"]
     out_of_range = accuracy.notna() & ~accuracy.between(0.0, 1.0)
     if out_of_range.any():

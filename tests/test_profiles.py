@@ -70,3 +70,14 @@ def test_accuracy_outside_unit_interval_is_rejected(tmp_path):
     df.loc[2, "accuracy"] = 91.0  # a percentage where a fraction belongs
     with pytest.raises(ProfileError, match=r"'accuracy' must be in \[0, 1\]"):
         write_profile(df, tmp_path / "p.csv")
+
+
+@pytest.mark.parametrize("column", ["latency_p50_s", "latency_p99_s", "throughput_rps"])
+@pytest.mark.parametrize("value", [float("nan"), 0.0, -5.0, float("inf")])
+def test_non_positive_or_missing_latency_and_throughput_are_rejected(tmp_path, column, value):
+    path = tmp_path / "p.csv"
+    df = table()
+    df.loc[3, column] = value
+    df.to_csv(path, index=False)
+    with pytest.raises(ProfileError, match=rf"p\.csv: column '{column}' must be a positive finite number"):
+        read_profile(path)

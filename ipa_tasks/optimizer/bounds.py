@@ -26,6 +26,8 @@ from ipa_tasks.spec import AccuracyMethod, ObjectiveWeights
 BISECTION_STEPS = 12
 ASCENT_PASSES = 4
 FEASIBILITY_TOL = 1e-9
+TIE_TOL = 1e-12
+"""Relative: objective values this close are a tie (equal costs computed in another order)."""
 
 
 def _objective(
@@ -120,8 +122,10 @@ def coordinate_ascent(
 ) -> list[int]:
     """Re-choose one stage at a time, exactly, keeping the plan feasible, until nothing improves.
 
-    Also polishes a MILP solver's answer: a gain smaller than the solver's tolerances (the batch
-    tie-break is 1e-6 per request of batch) is still taken.
+    Also polishes a solver's answer: a gain smaller than the solver's tolerances (the batch tie-break is
+    1e-6 per request of batch) is still taken, and ties are settled the same way whichever solver ran:
+    among equally good options of a stage, the lower latency, then fewer cores in total, then the smaller
+    batch, then the earlier variant in the spec, then fewer cores per replica.
     """
     chosen = list(chosen)
     alpha = weights.accuracy_weight
@@ -138,8 +142,13 @@ def coordinate_ascent(
             else:
                 value = alpha * o.score - o.penalty
             value = np.where(ok, value, -np.inf)
-            best = int(np.argmax(value))
-            if value[best] > value[chosen[s]] + 1e-12:
+            top = float(value.max())
+            tied = np.flatnonzero(value >= top - TIE_TOL * max(1.0, abs(top)))
+            order = np.lexsort(
+                (o.cores[tied], o.variant[tied], o.batch_size[tied], o.cores_total[tied], o.latency_s[tied])
+            )
+            best = int(tied[order[0]])
+            if best != chosen[s] and (value[best] > value[chosen[s]] or chosen[s] in tied):
                 chosen[s] = best
                 improved = True
         if not improved:

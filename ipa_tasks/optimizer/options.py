@@ -28,6 +28,7 @@ from ipa_tasks.profiles import LATENCY_COLUMNS, ProfileError, variant_accuracy
 from ipa_tasks.spec import PipelineSpec
 
 WAIT_RESOLUTION_S = 1e-3
+WAIT_RESOLUTION_OF_SLA = 1e-4
 FEASIBILITY_TOL = 1e-12
 
 
@@ -266,6 +267,8 @@ def expand_options(
     reach it with more replicas).
     """
     sla = spec.sla_s
+    # Replicas that buy less than this much latency are not enumerated; never coarser than the SLA allows.
+    wait_resolution_s = min(wait_resolution_s, sla * WAIT_RESOLUTION_OF_SLA)
     batch_wait = batch_formation_delay(load_rps, points.batch_size)
     base = points.model_latency_s + batch_wait
     budget = sla - _others_fastest(base, points.offsets, points.stage_of)

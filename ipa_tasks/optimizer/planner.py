@@ -60,6 +60,11 @@ class Planner:
 
     def __post_init__(self) -> None:
         rows = profile_for_pipeline(self.profile, self.spec.name)
+        sources = set(rows["source"])
+        self._profile_notes: tuple[str, ...] = ()
+        if "synthetic" in sources:
+            share = "all" if sources == {"synthetic"} else "some"
+            self._profile_notes = (f"{share} profile rows are synthetic, not measurements",)
         self.profile = complete_profile(rows, {s.name: s.batch_sizes for s in self.spec.stages})
         self._accuracies = {
             **variant_accuracy(self.profile),
@@ -92,6 +97,12 @@ class Planner:
         self, load_rps: float, policy: str = "ipa", current: Plan | None = None, prune: bool = True
     ) -> list[StageOptions]:
         """The options the MILP chooses from (pruned unless ``prune=False``)."""
+        return self._prepare(load_rps, policy, current, prune)[0]
+
+    def _prepare(
+        self, load_rps: float, policy: str, current: Plan | None, prune: bool
+    ) -> tuple[list[StageOptions], Incumbent | None]:
+        """The options, and the feasible plan found while pruning them (None without pruning)."""
         spec, points = self.spec, self._flat_points(policy)
         running = current.running() if current else None
         allowed, incumbent, fewest = None, None, []
@@ -110,17 +121,31 @@ class Planner:
                 )
                 allowed = points.mask([o.point for o in kept])
         options = expand_options(spec, points, load_rps, running, allowed=allowed)
-        if prune:
-            incumbent = self._carry_over(options, fewest, incumbent) if incumbent else None
-            if incumbent is None:
-                incumbent = feasible_plan(
-                    options, spec.objective, spec.accuracy_method, spec.sla_s, spec.max_total_cores
-                )
-            if incumbent is not None:
-                options = prune_by_bound(options, spec.objective, spec.accuracy_method, spec.sla_s, incumbent)
-        if prune and sum(len(o) for o in options) > DOMINANCE_PRUNING_ABOVE:
+        if not prune:
+            return options, None
+        incumbent = self._carry_over(options, fewest, incumbent) if incumbent else None
+        if incumbent is None:
+            incumbent = feasible_plan(
+                options, spec.objective, spec.accuracy_method, spec.sla_s, spec.max_total_cores
+            )
+        if incumbent is None:
+            return options, None
+        # Pruning renumbers options; the incumbent is kept by identity and found again afterwards.
+        identity = _options_of(options, incumbent)
+        options = prune_by_bound(options, spec.objective, spec.accuracy_method, spec.sla_s, incumbent)
+        if sum(len(o) for o in options) > DOMINANCE_PRUNING_ABOVE:
             options = prune_dominated(options, with_cores=spec.max_total_cores is not None)
-        return options
+        incumbent = _find(options, identity, incumbent)
+        return options, incumbent
+
+    def _check_current(self, current: Plan) -> None:
+        if current.pipeline and current.pipeline != self.spec.name:
+            raise ValueError(f"the current plan is for pipeline {current.pipeline!r}, not {self.spec.name!r}")
+        unknown = [s.stage for s in current.stages if s.stage not in self.spec.stage_names]
+        if unknown:
+            raise ValueError(
+                f"the current plan names stage(s) {unknown} that {self.spec.name!r} does not have"
+            )
 
     def _carry_over(
         self, options: list[StageOptions], fewest: list[StageOptions], incumbent: Incumbent
@@ -151,9 +176,13 @@ class Planner:
             raise ValueError(f"load must be a finite number >= 0 requests/s, got {load_rps}")
         if solver not in SOLVERS:
             raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+        if not time_limit_s > 0:
+            raise ValueError(f"the solver time limit must be > 0 seconds, got {time_limit_s}")
+        if current is not None:
+            self._check_current(current)
         start = time.perf_counter()
-        options = self.options(load_rps, policy, current, prune)
-        notes: list[str] = []
+        options, incumbent = self._prepare(load_rps, policy, current, prune)
+        notes: list[str] = list(self._profile_notes)
         result: SolverResult | None = None
         build_time = 0.0
         if all(len(o) for o in options):
@@ -178,6 +207,14 @@ class Planner:
                 result = self._solve_milp(model, solver, time_limit_s, notes)
         else:
             build_time = time.perf_counter() - start
+        if result is not None and result.chosen is None and incumbent is not None:
+            # The solver ran out of time without a solution; the pruning's feasible plan is still safe.
+            notes.append(
+                f"{result.solver} found no solution within {time_limit_s:g} s; using the feasible plan found "
+                "while pruning (meets the SLA, may not be optimal)"
+            )
+            log.warning(notes[-1])
+            result = SolverResult(result.solver, "time_limit", tuple(incumbent.chosen), result.solve_time_s)
         if result is None or result.chosen is None:
             return self._degraded(load_rps, policy, current, notes, build_time, result)
         spec = self.spec
@@ -312,8 +349,12 @@ class Planner:
                 f"no configuration meets the SLA of {spec.sla_s:g} s within the core budget of "
                 f"{spec.max_total_cores} cores at {load_rps:.2f} rps"
             )
-        solver = result.solver if result else "the solver"
-        return f"{solver} found no plan within its time limit at {load_rps:.2f} rps"
+        if result is not None and result.status == "time_limit":
+            return f"{result.solver} found no plan within its time limit at {load_rps:.2f} rps"
+        return (
+            f"no enumerated configuration meets the SLA of {spec.sla_s:g} s at {load_rps:.2f} rps "
+            f"(with every stage at its most replicas the fastest would take {fastest:.3f} s)"
+        )
 
 
 def _stage_plan_from_option(options: StageOptions, i: int) -> StagePlan:
@@ -331,3 +372,21 @@ def _stage_plan_from_option(options: StageOptions, i: int) -> StagePlan:
         accuracy=float(options.accuracy[i]),
         changed=bool(options.changed[i]),
     )
+
+
+def _options_of(options: list[StageOptions], incumbent: Incumbent) -> list[tuple[int, int]]:
+    """(point, replicas) of the incumbent's option in each stage: an identity that survives renumbering."""
+    return [(int(o.point[i]), int(o.replicas[i])) for o, i in zip(options, incumbent.chosen, strict=True)]
+
+
+def _find(
+    options: list[StageOptions], chosen: list[tuple[int, int]], incumbent: Incumbent
+) -> Incumbent | None:
+    """The incumbent in a renumbered option set; None if pruning dropped one of its options (an exact tie)."""
+    index = []
+    for o, (point, replicas) in zip(options, chosen, strict=True):
+        match = np.flatnonzero((o.point == point) & (o.replicas == replicas))
+        if len(match) == 0:
+            return None
+        index.append(int(match[0]))
+    return Incumbent(index, incumbent.latency_price)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Literal, get_args
 
 from ipa_tasks.optimizer.options import Restriction
+from ipa_tasks.profiles import ProfileError
 from ipa_tasks.spec import PipelineSpec, SpecError
 
 PolicyName = Literal["ipa", "fa2-low", "fa2-high", "rim"]
@@ -37,6 +38,13 @@ def restriction_for(
             if stage.name in configured:
                 variants[stage.name] = configured[stage.name]
             else:
+                missing = [v.name for v in stage.variants if (stage.name, v.name) not in accuracies]
+                if missing:
+                    raise ProfileError(
+                        f"policy {policy!r} picks the {'least' if policy == 'fa2-low' else 'most'} accurate "
+                        f"variant of stage {stage.name!r}, but neither the spec nor the profile gives an "
+                        f"accuracy for {', '.join(missing)}; pin one in baselines.{policy.replace('-', '_')}"
+                    )
                 # Ties go to the first variant in spec order, so the choice is stable.
                 variants[stage.name] = pick(
                     stage.variants, key=lambda v, s=stage.name: accuracies[(s, v.name)]

@@ -38,7 +38,7 @@ class ProblemTooLarge(RuntimeError):
 @dataclass(frozen=True)
 class SolverResult:
     solver: str
-    status: str  # optimal | time_limit | infeasible
+    status: str  # optimal | time_limit (best found, or none found, within the limit) | infeasible
     chosen: tuple[int, ...] | None  # option index per stage
     solve_time_s: float
 
@@ -86,7 +86,8 @@ def solve_gurobi(model: MilpModel, time_limit_s: float) -> SolverResult:
         raise SolverUnavailable(f"Gurobi failed: {exc} (error {exc.errno})") from None
     elapsed = time.perf_counter() - start
     if m.SolCount == 0:
-        return SolverResult("gurobi", "infeasible", None, elapsed)
+        status = "time_limit" if m.Status == GRB.TIME_LIMIT else "infeasible"
+        return SolverResult("gurobi", status, None, elapsed)
     status = "optimal" if m.Status == GRB.OPTIMAL else "time_limit"
     return SolverResult("gurobi", status, tuple(model.chosen(v.X)), elapsed)
 
@@ -131,7 +132,8 @@ def solve_highs(model: MilpModel, time_limit_s: float) -> SolverResult:
         return SolverResult("highs", "optimal", tuple(model.chosen(solution)), elapsed)
     if status == highspy.HighsModelStatus.kTimeLimit and h.getInfo().primal_solution_status == 2:
         return SolverResult("highs", "time_limit", tuple(model.chosen(solution)), elapsed)
-    return SolverResult("highs", "infeasible", None, elapsed)
+    timed_out = status == highspy.HighsModelStatus.kTimeLimit
+    return SolverResult("highs", "time_limit" if timed_out else "infeasible", None, elapsed)
 
 
 def combination_objective(

@@ -39,9 +39,10 @@ def profile_rows(pipeline: str, stage: str, variant: str, base_s: float, batch_s
 
 @st.composite
 def instances(draw, max_stages: int = 3, max_variants: int = 3, max_replicas: int = 6):
-    """A (spec, profile, load) triple; small enough for brute force over unpruned options."""
+    """A (spec, profile, load, policy); small enough for brute force over unpruned options."""
     n_stages = draw(st.integers(1, max_stages))
-    batch_sizes = draw(st.sampled_from([[1], [1, 2], [1, 4], [2, 4]]))
+    min_replicas = draw(st.sampled_from([1, 1, 2]))
+    batch_sizes = draw(st.sampled_from([[1], [1, 2], [1, 4], [2, 4], [1, 2, 4]]))
     cores = draw(st.sampled_from([[1], [1, 2], [2, 4]]))
     method = draw(st.sampled_from(["product", "product", "sum", "normalized_sum"]))
     stages, rows = [], []
@@ -63,7 +64,7 @@ def instances(draw, max_stages: int = 3, max_variants: int = 3, max_replicas: in
                 "variants": variants,
                 "batch_sizes": batch_sizes,
                 "cores": cores,
-                "replicas": {"min": 1, "max": max_replicas},
+                "replicas": {"min": min_replicas, "max": max_replicas},
             }
         )
     spec = parse_spec(
@@ -78,11 +79,19 @@ def instances(draw, max_stages: int = 3, max_variants: int = 3, max_replicas: in
                 "change_penalty": draw(st.sampled_from([0.0, 0.5])),
             },
             "max_total_cores": draw(st.sampled_from([None, None, 6, 12])),
+            "latency_quantile": draw(st.sampled_from(["p99", "p99", "p95", "p50"])),
             "stages": stages,
+            "baselines": {
+                "rim_replicas": {s["name"]: draw(st.integers(min_replicas, max_replicas)) for s in stages}
+            },
         }
     )
-    load = draw(st.floats(0.0, 40.0))
-    return spec, pd.DataFrame(rows), load
+    load = draw(st.floats(0.0, 60.0))
+    policy = draw(st.sampled_from(["ipa", "ipa", "ipa", "fa2-low", "fa2-high", "rim"]))
+    rows = pd.DataFrame(rows)
+    if draw(st.booleans()) and len(batch_sizes) > 2:  # leave a batch size to the fitted latency model
+        rows = rows[rows["batch_size"] != batch_sizes[1]]
+    return spec, rows, load, policy
 
 
 def two_stage_spec(**overrides) -> tuple[PipelineSpec, pd.DataFrame]:
