@@ -151,15 +151,12 @@ class Planner:
         self, options: list[StageOptions], fewest: list[StageOptions], incumbent: Incumbent
     ) -> Incumbent | None:
         """The fewest-replica incumbent in the full option set, polished there; None if it is not there."""
-        chosen = []
-        for o, f, i in zip(options, fewest, incumbent.chosen, strict=True):
-            match = np.flatnonzero((o.point == f.point[i]) & (o.replicas == f.replicas[i]))
-            if len(match) == 0:
-                return None
-            chosen.append(int(match[0]))
+        found = _find(options, _options_of(fewest, incumbent), incumbent)
+        if found is None:
+            return None
         spec = self.spec
         chosen = coordinate_ascent(
-            options, chosen, spec.objective, spec.accuracy_method, spec.sla_s, spec.max_total_cores
+            options, found.chosen, spec.objective, spec.accuracy_method, spec.sla_s, spec.max_total_cores
         )
         return Incumbent(chosen, incumbent.latency_price)
 
