@@ -53,6 +53,9 @@ class StageSpec(_Strict):
     batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1)
     cores: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1)
     replicas: ReplicaBounds = Field(default_factory=ReplicaBounds)
+    load_factor: float = Field(default=1.0, gt=0.0)
+    """Requests this stage receives per pipeline request: a detector that emits three crops per image
+    gives the classifier after it 3.0. The optimizer sizes the stage for ``load_factor`` x the load."""
 
     def variant(self, name: str) -> VariantSpec:
         for variant in self.variants:

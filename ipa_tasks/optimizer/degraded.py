@@ -26,11 +26,15 @@ class DegradedChoice:
 
 
 def _candidates(points: StagePoints) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(point index, replicas, capacity, total cores) of every allowed replica count of every point."""
+    """(point index, replicas, capacity, total cores) of every allowed replica count of every point.
+
+    Capacity is in pipeline requests per second: the stage's own throughput over its load factor.
+    """
     replicas = np.arange(points.min_replicas, points.max_replicas + 1)
     point_idx = np.repeat(np.arange(len(points)), len(replicas))
     n = np.tile(replicas, len(points))
-    return point_idx, n, n * points.throughput_rps[point_idx], n * points.cores[point_idx]
+    capacity = n * points.throughput_rps[point_idx] / points.load_factor
+    return point_idx, n, capacity, n * points.cores[point_idx]
 
 
 def _cheapest_reaching(points: StagePoints, target: float) -> tuple[int, int, int] | None:
@@ -48,7 +52,7 @@ def _cheapest_reaching(points: StagePoints, target: float) -> tuple[int, int, in
 
 
 def highest_throughput_choice(stage_points: list[StagePoints], max_total_cores: int | None) -> DegradedChoice:
-    best_capacity = [float((p.max_replicas * p.throughput_rps).max()) for p in stage_points]
+    best_capacity = [float((p.max_replicas * p.throughput_rps).max()) / p.load_factor for p in stage_points]
     target = min(best_capacity)
     core_budget_binds = False
 
@@ -72,7 +76,10 @@ def highest_throughput_choice(stage_points: list[StagePoints], max_total_cores: 
         if target == 0.0:  # not even the smallest plan fits: take it anyway, it is the least over budget
             target = float(levels[0])
     picks = [_cheapest_reaching(p, target) for p in stage_points]
-    capacities = [float(n * p.throughput_rps[i]) for p, (i, n, _) in zip(stage_points, picks, strict=True)]
+    capacities = [
+        float(n * p.throughput_rps[i]) / p.load_factor
+        for p, (i, n, _) in zip(stage_points, picks, strict=True)
+    ]
     bottleneck = stage_points[int(np.argmin(capacities))].stage
     return DegradedChoice(
         point=tuple(p[0] for p in picks),
@@ -87,10 +94,11 @@ def fastest_latency_s(stage_points: list[StagePoints], load_rps: float, quantile
     """The lowest end-to-end latency any plan reaches at ``load_rps`` (each stage at its most replicas)."""
     total = 0.0
     for p in stage_points:
+        load = load_rps * p.load_factor
         latency = (
             p.model_latency_s
-            + batch_formation_delay(load_rps, p.batch_size)
-            + queue_wait(load_rps, p.batch_size, p.throughput_rps, p.max_replicas, quantile)
+            + batch_formation_delay(load, p.batch_size)
+            + queue_wait(load, p.batch_size, p.throughput_rps, p.max_replicas, quantile)
         )
         total += float(latency.min())
     return total

@@ -55,6 +55,7 @@ class StagePoints:
     score: np.ndarray  # the value the objective's accuracy term uses
     min_replicas: int
     max_replicas: int
+    load_factor: float = 1.0  # requests this stage receives per pipeline request
 
     def __len__(self) -> int:
         return len(self.variant)
@@ -79,6 +80,7 @@ class FlatPoints:
     score: np.ndarray
     min_replicas: np.ndarray
     max_replicas: np.ndarray
+    load_factor: np.ndarray
 
     @classmethod
     def of(cls, stages: list[StagePoints]) -> FlatPoints:
@@ -97,6 +99,7 @@ class FlatPoints:
             score=np.concatenate([p.score for p in stages]),
             min_replicas=np.array([p.min_replicas for p in stages])[stage_of],
             max_replicas=np.array([p.max_replicas for p in stages])[stage_of],
+            load_factor=np.array([p.load_factor for p in stages], dtype=float)[stage_of],
         )
 
     def mask(self, per_stage: list[np.ndarray]) -> np.ndarray:
@@ -194,13 +197,14 @@ def stage_points(
                 score=np.array([scores[(stage.name, names[i])] for i in variant_index]),
                 min_replicas=pinned_replicas or stage.replicas.min,
                 max_replicas=pinned_replicas or stage.replicas.max,
+                load_factor=stage.load_factor,
             )
         )
     return result
 
 
 def _replica_grid(
-    load: float,
+    load: np.ndarray,
     batch_size: np.ndarray,
     throughput: np.ndarray,
     min_replicas: np.ndarray,
@@ -211,20 +215,20 @@ def _replica_grid(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(point index, replicas, queue wait) of every option worth considering, for a flat array of points.
 
+    ``load`` is each point's own arrival rate (the pipeline's load times its stage's load factor).
+
     Replicas run from the fewest that carry the load (at least the minimum) to the first count whose wait
     is within ``resolution`` (only the fewest with ``fewest_only``). One Erlang recursion serves every
     point; the waits are evaluated on a window of replica counts per point, widened until it suffices.
     """
     # Strictly more capacity than load: at n * h == load the queue never drains.
-    if load > 0:
-        fewest = np.floor(load / throughput).astype(np.int64) + 1
-    else:
-        fewest = np.zeros(len(throughput), dtype=np.int64)
+    fewest = np.where(load > 0, np.floor(load / throughput).astype(np.int64) + 1, 0)
     lo = np.maximum(fewest, min_replicas)
     feasible = np.flatnonzero(lo <= max_replicas)
-    if load <= 0 or len(feasible) == 0:
+    if len(feasible) == 0 or not np.any(load > 0):
         return feasible, lo[feasible], np.zeros(len(feasible))
     b, h, lo, cap = batch_size[feasible], throughput[feasible], lo[feasible], max_replicas[feasible]
+    load = load[feasible]
     offered = load / h
     columns = np.arange(len(feasible))[:, None]
     width = 1 if fewest_only else math.ceil(6 * math.sqrt(offered.max()) + 6)
@@ -235,7 +239,7 @@ def _replica_grid(
         in_range = n <= cap[:, None]
         n = np.minimum(n, top)
         c = erlang_c_from_b(table[n, columns], n, offered[:, None])
-        wait = wait_from_erlang_c(c, load, b[:, None], h[:, None], n, quantile)
+        wait = wait_from_erlang_c(c, load[:, None], b[:, None], h[:, None], n, quantile)
         settled = (wait <= resolution) | ~in_range
         if fewest_only or np.all(settled[:, -1]) or top >= cap.max():
             break
@@ -269,7 +273,8 @@ def expand_options(
     sla = spec.sla_s
     # Replicas that buy less than this much latency are not enumerated; never coarser than the SLA allows.
     wait_resolution_s = min(wait_resolution_s, sla * WAIT_RESOLUTION_OF_SLA)
-    batch_wait = batch_formation_delay(load_rps, points.batch_size)
+    load = load_rps * points.load_factor
+    batch_wait = batch_formation_delay(load, points.batch_size)
     base = points.model_latency_s + batch_wait
     budget = sla - _others_fastest(base, points.offsets, points.stage_of)
     keep = base <= budget + FEASIBILITY_TOL
@@ -277,7 +282,7 @@ def expand_options(
         keep &= allowed
     candidate = np.flatnonzero(keep)
     point, replicas, queue_wait = _replica_grid(
-        load_rps,
+        load[candidate],
         points.batch_size[candidate],
         points.throughput_rps[candidate],
         points.min_replicas[candidate],

@@ -26,9 +26,12 @@ class StagePlan:
     """One replica."""
     accuracy: float = math.nan
     changed: bool = False
+    load_factor: float = 1.0
+    """Requests this stage receives per pipeline request."""
 
     @property
     def capacity_rps(self) -> float:
+        """Requests per second the stage's replicas serve (its own requests, not the pipeline's)."""
         return self.replicas * self.throughput_rps
 
     @property
@@ -80,7 +83,8 @@ class Plan:
 
     @property
     def capacity_rps(self) -> float:
-        return min(s.capacity_rps for s in self.stages)
+        """Pipeline requests per second: the slowest stage, each stage's capacity over its load factor."""
+        return min(s.capacity_rps / s.load_factor for s in self.stages)
 
     @property
     def decision_time_s(self) -> float:

@@ -226,7 +226,10 @@ class Planner:
         return self._plan(
             policy,
             load_rps,
-            [_stage_plan_from_option(o, i) for o, i in zip(options, chosen, strict=True)],
+            [
+                _stage_plan_from_option(o, i, self.spec.stage(o.stage).load_factor)
+                for o, i in zip(options, chosen, strict=True)
+            ],
             [float(o.score[i]) for o, i in zip(options, chosen, strict=True)],
             solver=result.solver,
             status=result.status,
@@ -290,8 +293,9 @@ class Planner:
             b = int(p.batch_size[i])
             variant = p.variant_names[p.variant[i]]
             model_latency = float(p.model_latency_s[i])
-            batch_wait = float(batch_formation_delay(load_rps, b))
-            wait = float(queue_wait(load_rps, b, p.throughput_rps[i], n, self.spec.latency_quantile))
+            stage_load = load_rps * p.load_factor
+            batch_wait = float(batch_formation_delay(stage_load, b))
+            wait = float(queue_wait(stage_load, b, p.throughput_rps[i], n, self.spec.latency_quantile))
             stages.append(
                 StagePlan(
                     stage=p.stage,
@@ -306,6 +310,7 @@ class Planner:
                     throughput_rps=float(p.throughput_rps[i]),
                     accuracy=float(p.accuracy[i]),
                     changed=p.stage in running and running[p.stage] != (variant, int(p.cores[i])),
+                    load_factor=p.load_factor,
                 )
             )
             scores.append(float(p.score[i]))
@@ -354,8 +359,9 @@ class Planner:
         )
 
 
-def _stage_plan_from_option(options: StageOptions, i: int) -> StagePlan:
+def _stage_plan_from_option(options: StageOptions, i: int, load_factor: float) -> StagePlan:
     return StagePlan(
+        load_factor=load_factor,
         stage=options.stage,
         variant=options.variant_names[int(options.variant[i])],
         batch_size=int(options.batch_size[i]),

@@ -65,6 +65,7 @@ def instances(draw, max_stages: int = 3, max_variants: int = 3, max_replicas: in
                 "batch_sizes": batch_sizes,
                 "cores": cores,
                 "replicas": {"min": min_replicas, "max": max_replicas},
+                "load_factor": draw(st.sampled_from([1.0, 1.0, 0.5, 2.5])),
             }
         )
     spec = parse_spec(

@@ -80,11 +80,10 @@ def assert_plan_is_safe(planner: Planner, plan: Plan) -> None:
         for s in plan.stages:
             row = profile.loc[(s.stage, s.variant, s.batch_size, s.cores)]
             h = float(row["throughput_rps"])
-            assert s.replicas * h > plan.load_rps or plan.load_rps == 0, (
-                f"stage {s.stage} cannot carry the load"
-            )
-            latency += float(row[column]) + float(batch_formation_delay(plan.load_rps, s.batch_size))
-            latency += float(queue_wait(plan.load_rps, s.batch_size, h, s.replicas, spec.latency_quantile))
+            load = plan.load_rps * spec.stage(s.stage).load_factor  # what this stage receives
+            assert s.replicas * h > load or load == 0, f"stage {s.stage} cannot carry its load"
+            latency += float(row[column]) + float(batch_formation_delay(load, s.batch_size))
+            latency += float(queue_wait(load, s.batch_size, h, s.replicas, spec.latency_quantile))
         assert latency <= spec.sla_s + 1e-9, "the SLA constraint must hold"
         assert latency == pytest.approx(plan.latency_s)
         if spec.max_total_cores is not None:
@@ -406,3 +405,29 @@ def test_fa2_without_accuracies_says_what_to_pin():
 
     with pytest.raises(ProfileError, match=r"pin one in baselines.fa2_high"):
         Planner(parse_spec(data), profile).plan(5.0, policy="fa2-high")
+
+
+def test_a_stage_that_receives_more_requests_is_sized_for_them():
+    """A detector emitting 3 crops per image sends its classifier 3x the pipeline's load."""
+    spec, profile = two_stage_spec()
+    data = spec.model_dump(mode="json", exclude={"source_path"})
+    data["stages"][1]["load_factor"] = 3.0
+    from ipa_tasks.spec import parse_spec
+
+    fanned = Planner(parse_spec(data), profile)
+    plan = fanned.plan(20.0)
+    assert not plan.degraded
+    assert_plan_is_safe(fanned, plan)
+    classify = plan.stage("classify")
+    assert classify.capacity_rps > 60.0, "sized for 3 x 20 requests/s, not 20"
+    assert classify.load_factor == 3.0
+    assert plan.capacity_rps == pytest.approx(
+        min(plan.stage("detect").capacity_rps, classify.capacity_rps / 3.0)
+    )
+    # Beyond capacity the degraded plan's capacity is in pipeline requests: the stage's over its factor.
+    import pandas as pd
+
+    overload = fanned.plan(10_000.0)
+    assert overload.degraded
+    best = profile.groupby("stage")["throughput_rps"].max() * 20 / pd.Series({"detect": 1.0, "classify": 3.0})
+    assert overload.capacity_rps == pytest.approx(best.min())
