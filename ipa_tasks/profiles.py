@@ -13,7 +13,7 @@ cores              int      CPU cores (intra-op threads) of the replica
 latency_p50_s      float    median latency of one batch
 latency_p95_s      float    95th percentile latency of one batch
 latency_p99_s      float    99th percentile latency of one batch
-throughput_rps     float    requests per second one replica sustains at this batch size
+throughput_rps     float    requests per second one replica sustains at this batch size (batch / p50)
 memory_mb          float    peak resident memory of the replica (MiB)
 accuracy           float    the variant's accuracy on held-out data, in [0, 1] (NaN if unknown)
 repetitions        int      timed batches behind the percentiles (0 for fitted or synthetic rows)
