@@ -65,6 +65,13 @@ def objective_accuracies(spec: PipelineSpec, accuracies: Mapping[tuple[str, str]
     return result
 
 
+def combined_score(scores: Sequence[float], method: AccuracyMethod) -> float:
+    """The optimizer's accuracy term from the chosen options' scores (see :func:`objective_accuracies`):
+    their product for ``product``; their sum otherwise (the scores are already rank-normalised for
+    ``normalized_sum``)."""
+    return product_accuracy(scores) if method == "product" else sum_accuracy(scores)
+
+
 def pipeline_accuracy(
     method: AccuracyMethod,
     configuration: Configuration,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ipa_tasks.optimizer.options import StageOptions
+from ipa_tasks.optimizer.solvers import combination_objective
 from ipa_tasks.spec import AccuracyMethod, ObjectiveWeights
 
 BISECTION_STEPS = 12
@@ -28,13 +29,6 @@ ASCENT_PASSES = 4
 FEASIBILITY_TOL = 1e-9
 TIE_TOL = 1e-12
 """Relative: objective values this close are a tie (equal costs computed in another order)."""
-
-
-def _objective(
-    scores: list[float], penalties: list[float], weights: ObjectiveWeights, method: AccuracyMethod
-) -> float:
-    accuracy = math.prod(scores) if method == "product" else sum(scores)
-    return weights.accuracy_weight * accuracy - sum(penalties)
 
 
 def _accuracy_weights(options: list[StageOptions], method: AccuracyMethod) -> list[float]:
@@ -174,13 +168,7 @@ def prune_by_bound(
     replicas cost more but queue less, so the priced bound then charges only the latency no replica count
     can remove (model latency and batch formation).
     """
-    chosen = incumbent.chosen
-    lower = _objective(
-        [float(o.score[i]) for o, i in zip(options, chosen, strict=True)],
-        [float(o.penalty[i]) for o, i in zip(options, chosen, strict=True)],
-        weights,
-        method,
-    )
+    lower = combination_objective(options, incumbent.chosen, weights, method)
     alpha = weights.accuracy_weight
     tolerance = 1e-9 * max(1.0, abs(lower))
     prices = {0.0, incumbent.latency_price}

@@ -17,6 +17,7 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 
+from ipa_tasks.accuracy import combined_score
 from ipa_tasks.latency_model import complete_profile
 from ipa_tasks.optimizer.bounds import Incumbent, coordinate_ascent, feasible_plan, prune_by_bound
 from ipa_tasks.optimizer.degraded import DegradedChoice, fastest_latency_s, highest_throughput_choice
@@ -266,7 +267,7 @@ class Planner:
 
     def _terms(self, stages: list[StagePlan], scores: list[float]) -> ObjectiveTerms:
         w = self.spec.objective
-        accuracy = math.prod(scores) if self.spec.accuracy_method == "product" else sum(scores)
+        accuracy = combined_score(scores, self.spec.accuracy_method)
         return ObjectiveTerms(
             accuracy=accuracy,
             accuracy_term=w.accuracy_weight * accuracy,

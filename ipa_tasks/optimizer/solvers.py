@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ipa_tasks.accuracy import combined_score
 from ipa_tasks.optimizer.formulation import MilpModel
 from ipa_tasks.optimizer.options import StageOptions
 from ipa_tasks.spec import AccuracyMethod, ObjectiveWeights
@@ -144,9 +145,8 @@ def combination_objective(
 ) -> float:
     """The objective of one option per stage, evaluated directly (no MILP)."""
     scores = [float(o.score[i]) for o, i in zip(options, chosen, strict=True)]
-    accuracy = math.prod(scores) if accuracy_method == "product" else sum(scores)
     penalty = sum(float(o.penalty[i]) for o, i in zip(options, chosen, strict=True))
-    return weights.accuracy_weight * accuracy - penalty
+    return weights.accuracy_weight * combined_score(scores, accuracy_method) - penalty
 
 
 def solve_brute_force(
