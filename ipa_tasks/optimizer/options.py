@@ -145,25 +145,38 @@ class StageOptions:
 _OPTION_ARRAYS = tuple(f.name for f in fields(StageOptions))[2:]
 
 
-def stage_points(
-    spec: PipelineSpec, profile: pd.DataFrame, restriction: Restriction | None = None
-) -> list[StagePoints]:
-    """The profile rows each stage may use: the spec's variants, batch sizes, cores and a policy's pin."""
-    restriction = restriction or Restriction()
-    column = LATENCY_COLUMNS[spec.latency_quantile]
-    profiled_accuracy = variant_accuracy(profile)
-    accuracies: dict[tuple[str, str], float] = {}
+def known_accuracies(spec: PipelineSpec, profile: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """Accuracy per (stage, variant) of the spec: the spec's value, else the profile's; unknown: absent."""
+    profiled = variant_accuracy(profile)
+    known = {}
     for stage in spec.stages:
         for variant in stage.variants:
-            value = variant.accuracy
-            if value is None:
-                value = profiled_accuracy.get((stage.name, variant.name))
-            if value is None:
+            key = (stage.name, variant.name)
+            value = variant.accuracy if variant.accuracy is not None else profiled.get(key)
+            if value is not None:
+                known[key] = value
+    return known
+
+
+def stage_points(
+    spec: PipelineSpec,
+    profile: pd.DataFrame,
+    accuracies: Mapping[tuple[str, str], float],
+    restriction: Restriction | None = None,
+) -> list[StagePoints]:
+    """The profile rows each stage may use: the spec's variants, batch sizes, cores and a policy's pin.
+
+    ``accuracies`` is :func:`known_accuracies`; every variant of the spec needs one.
+    """
+    restriction = restriction or Restriction()
+    column = LATENCY_COLUMNS[spec.latency_quantile]
+    for stage in spec.stages:
+        for variant in stage.variants:
+            if (stage.name, variant.name) not in accuracies:
                 raise ProfileError(
                     f"no accuracy for variant {variant.name!r} of stage {stage.name!r}: "
                     "neither the spec nor the profile gives one"
                 )
-            accuracies[(stage.name, variant.name)] = value
     scores = objective_accuracies(spec, accuracies)
 
     result = []

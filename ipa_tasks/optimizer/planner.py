@@ -27,6 +27,7 @@ from ipa_tasks.optimizer.options import (
     StageOptions,
     StagePoints,
     expand_options,
+    known_accuracies,
     prune_dominated,
     stage_points,
 )
@@ -40,7 +41,7 @@ from ipa_tasks.optimizer.solvers import (
     solve_gurobi,
     solve_highs,
 )
-from ipa_tasks.profiles import ProfileError, profile_for_pipeline, read_profile, variant_accuracy
+from ipa_tasks.profiles import ProfileError, profile_for_pipeline, read_profile
 from ipa_tasks.spec import PipelineSpec, load_spec
 
 log = logging.getLogger(__name__)
@@ -67,15 +68,7 @@ class Planner:
             share = "all" if sources == {"synthetic"} else "some"
             self._profile_notes = (f"{share} profile rows are synthetic, not measurements",)
         self.profile = complete_profile(rows, {s.name: s.batch_sizes for s in self.spec.stages})
-        self._accuracies = {
-            **variant_accuracy(self.profile),
-            **{
-                (s.name, v.name): v.accuracy
-                for s in self.spec.stages
-                for v in s.variants
-                if v.accuracy is not None
-            },
-        }
+        self._accuracies = known_accuracies(self.spec, self.profile)
 
     @classmethod
     def from_files(cls, spec_path: str | Path, profile_path: str | Path | None = None) -> Planner:
@@ -91,7 +84,8 @@ class Planner:
     def _flat_points(self, policy: str) -> FlatPoints:
         if policy not in self._points:
             restriction = restriction_for(policy, self.spec, self._accuracies)
-            self._points[policy] = FlatPoints.of(stage_points(self.spec, self.profile, restriction))
+            points = stage_points(self.spec, self.profile, self._accuracies, restriction)
+            self._points[policy] = FlatPoints.of(points)
         return self._points[policy]
 
     def options(
