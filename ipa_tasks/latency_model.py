@@ -8,6 +8,7 @@ the measured range: extrapolating a batch curve is what IPA's regression mode di
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,17 +60,29 @@ def fit_latency(batch_sizes: np.ndarray, latencies: np.ndarray) -> LatencyFit:
     )
 
 
+GROUP_COLUMNS = ["pipeline", "stage", "variant", "cores"]
+
+
+def _fittable_groups(profile: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
+    """(key, rows sorted by batch size) of every group of non-fitted rows with two or more batch sizes."""
+    base = profile[profile["source"] != "fitted"]
+    for key, group in base.groupby(GROUP_COLUMNS, sort=True):
+        if group["batch_size"].nunique() >= 2:
+            yield key, group.sort_values("batch_size")
+
+
+def _quantile_fits(group: pd.DataFrame) -> dict[str, LatencyFit]:
+    return {
+        q: fit_latency(group["batch_size"].to_numpy(), group[col].to_numpy())
+        for q, col in LATENCY_COLUMNS.items()
+    }
+
+
 def fit_profile(profile: pd.DataFrame) -> pd.DataFrame:
     """Fit every (stage, variant, cores) group of the measured rows; one row per group and quantile."""
     rows = []
-    base = profile[profile["source"] != "fitted"]
-    for (pipeline, stage, variant, cores), group in base.groupby(
-        ["pipeline", "stage", "variant", "cores"], sort=True
-    ):
-        for quantile, column in LATENCY_COLUMNS.items():
-            if group["batch_size"].nunique() < 2:
-                continue
-            fit = fit_latency(group["batch_size"].to_numpy(), group[column].to_numpy())
+    for (pipeline, stage, variant, cores), group in _fittable_groups(profile):
+        for quantile, fit in _quantile_fits(group).items():
             rows.append(
                 {
                     "pipeline": pipeline,
@@ -98,20 +111,13 @@ def complete_profile(profile: pd.DataFrame, batch_sizes: dict[str, list[int]]) -
     is interpolated linearly between the neighbouring measurements.
     """
     new_rows = []
-    base = profile[profile["source"] != "fitted"]
-    for (_, stage, _, _), group in base.groupby(["pipeline", "stage", "variant", "cores"], sort=True):
+    for (_, stage, _, _), group in _fittable_groups(profile):
         measured = set(group["batch_size"].astype(int))
-        if len(measured) < 2:
-            continue
         lo, hi = min(measured), max(measured)
         wanted = [b for b in batch_sizes.get(stage, []) if lo <= b <= hi and b not in measured]
         if not wanted:
             continue
-        group = group.sort_values("batch_size")
-        fits = {
-            q: fit_latency(group["batch_size"].to_numpy(), group[col].to_numpy())
-            for q, col in LATENCY_COLUMNS.items()
-        }
+        fits = _quantile_fits(group)
         template = group.iloc[0]
         for b in wanted:
             latencies = {q: float(fit.predict(b)) for q, fit in fits.items()}
