@@ -8,6 +8,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV_VERSION := 0.13.9
+# torch's CPU-only wheel: from a local wheel folder when there is one, else PyTorch's CPU index.
+FIND_LINKS ?= $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
 .PHONY: demo test lint lock bench clean-venv
 
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@# Byte-compile at install: imports take half the time, and PYTHONDONTWRITEBYTECODE (set on some
 	@# machines) would otherwise keep every process compiling the stack from source.
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python $(FIND_LINKS) -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
@@ -36,7 +38,7 @@ lint: $(STAMP)
 
 # Regenerate the lock after changing a pin in pyproject.toml.
 lock:
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml $(FIND_LINKS) --extra dev --python-version 3.11 --quiet -o requirements.lock
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/solver_scaling.py

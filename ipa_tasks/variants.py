@@ -62,8 +62,18 @@ def load_variant(source: ModelSource) -> LoadedVariant:
     return variant
 
 
+@runtime_checkable
+class ScoredVariant(LoadedVariant, Protocol):
+    """A variant whose outputs are not simply right or wrong (a detector's boxes, say) scores them itself."""
+
+    def score(self, predictions: Sequence[Any], labels: Sequence[Any]) -> float:
+        """Accuracy in [0, 1] of ``predictions`` against ``labels``."""
+        ...
+
+
 def accuracy(variant: LoadedVariant, inputs: Sequence[Any], labels: Sequence[Any]) -> float:
-    """Fraction of ``inputs`` whose prediction equals the label, predicted in one call."""
+    """Held-out accuracy, predicted in one call: the variant's own :meth:`ScoredVariant.score` if it has
+    one, else the fraction of predictions equal to their label."""
     if len(inputs) != len(labels):
         raise ValueError(f"{len(inputs)} held-out inputs but {len(labels)} labels")
     if len(inputs) == 0:
@@ -71,5 +81,7 @@ def accuracy(variant: LoadedVariant, inputs: Sequence[Any], labels: Sequence[Any
     predictions = variant.predict(inputs)
     if len(predictions) != len(inputs):
         raise ValueError(f"predict returned {len(predictions)} outputs for {len(inputs)} inputs")
+    if isinstance(variant, ScoredVariant):
+        return float(variant.score(predictions, labels))
     correct = sum(bool(p == y) for p, y in zip(predictions, labels, strict=True))
     return correct / len(inputs)
