@@ -13,6 +13,7 @@ import pytest
 
 from ipa_tasks.latency_model import complete_profile
 from ipa_tasks.profile_checks import (
+    GROUP_COLUMNS,
     LATENCY_VS_SMALLER_BATCHES,
     THROUGHPUT_VS_LATENCY,
     ProfileCheck,
@@ -163,7 +164,8 @@ def test_broken_table_fails_exactly_its_rule(
 def test_failure_names_the_offending_row_and_value():
     (failure,) = check_profile(latency_falls_with_batch(measured_table())).failures
     assert failure["unexpected_count"] == 1
-    assert failure["unexpected_values"] == [pytest.approx(0.8)]
+    # The ratio includes the default 0.1 ms slack: (0.8 p + 0.1 ms) / p for this row's p of 125 ms.
+    assert failure["unexpected_values"] == [pytest.approx(0.8, abs=1e-3)]
     (bad_row,) = failure["unexpected_rows"]
     assert {k: bad_row[k] for k in ("variant", "batch_size", "cores")} == {
         "variant": "small",
@@ -190,6 +192,24 @@ def test_tolerances_are_parameters():
         (BETWEEN, THROUGHPUT_VS_LATENCY),
         (BETWEEN, "repetitions"),
     }
+
+
+def test_absolute_slack_forgives_timer_noise_of_microsecond_models_only():
+    df = measured_table()
+    first = df.index[0]
+    group = (df[GROUP_COLUMNS] == df.loc[first, GROUP_COLUMNS]).all(axis=1)
+    # A batch-flat model of about 30 µs whose batch-8 run came out 30 % faster than batch 4: noise.
+    df.loc[group, "latency_p50_s"] = 30e-6
+    df.loc[group & (df["batch_size"] == 8), "latency_p50_s"] = 21e-6
+    for column in ("latency_p95_s", "latency_p99_s"):
+        df.loc[group, column] = df.loc[group, "latency_p50_s"]
+    df.loc[group, "throughput_rps"] = df.loc[group, "batch_size"] / df.loc[group, "latency_p50_s"]
+    assert check_profile(df).success
+    assert failed(check_profile(df, monotone_slack_s=0.0)) == {(BETWEEN, LATENCY_VS_SMALLER_BATCHES)}
+    # The same 30 % drop at millisecond scale is not noise.
+    df.loc[group, ["latency_p50_s", "latency_p95_s", "latency_p99_s"]] *= 100
+    df.loc[group, "throughput_rps"] /= 100
+    assert failed(check_profile(df)) == {(BETWEEN, LATENCY_VS_SMALLER_BATCHES)}
 
 
 def test_missing_column_is_reported_not_raised():
