@@ -186,6 +186,55 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _name_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def cmd_build_variants(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from ipa_tasks.model_registry import register_variant
+    from ipa_tasks.settings import current_settings
+    from ipa_tasks.variant_cache import demo_pipeline, ensure_built
+
+    settings = current_settings()
+    console = _console()
+    pipeline = demo_pipeline(args.pipeline)
+    spec = load_spec(resolve_spec_path(args.pipeline))
+    try:
+        selected = spec.select_variants(args.stages, args.variants)
+    except KeyError as exc:
+        raise SpecError(str(exc.args[0])) from None
+    table = Table(title=f"{spec.name}: variants in {settings.variant_cache}", title_justify="left")
+    for column in ("stage", "variant", "accuracy", "size MB", "build s", "cache", "registered"):
+        table.add_column(column, justify="left" if column in ("stage", "variant", "cache") else "right")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("building", total=len(selected))
+        for stage, variant in selected:
+            progress.update(task, description=f"{stage}/{variant}")
+            built, fresh = ensure_built(
+                settings.variant_cache, pipeline, stage, variant, console.log, rebuild=args.rebuild
+            )
+            registered = "-"
+            if not args.no_register:
+                entry = register_variant(settings.tracking_uri, built)
+                registered = f"{entry.name} v{entry.version}"
+            table.add_row(
+                stage,
+                variant,
+                f"{built.accuracy:.4f}",
+                f"{built.size_mb:.1f}",
+                f"{built.build_seconds:.1f}",
+                "built now" if fresh else "cached",
+                registered,
+            )
+            progress.advance(task)
+    console.print(table)
+    if not args.no_register:
+        console.print(f"MLflow registry: {settings.tracking_uri} (models '{spec.name}.<variant>')")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipa",
@@ -243,6 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--solver", choices=SOLVERS, default="auto")
     sweep.add_argument("--json-out", help="also write every plan to this JSON file")
     sweep.set_defaults(func=cmd_sweep)
+
+    build = sub.add_parser(
+        "build-variants",
+        help="train or load a demo pipeline's model variants, cache them, register them in MLflow",
+        description="Build the model variants of a demo pipeline (digit-strips, language-routing) into "
+        "$IPA_HOME/variants (default ~/.ipa), skipping those already built by the current recipe, and "
+        "register each build in the MLflow model registry at $MLFLOW_TRACKING_URI (default: SQLite in "
+        "$IPA_HOME) as model '<pipeline>.<variant>' with its held-out accuracy.",
+    )
+    build.add_argument("pipeline", help="demo pipeline: digit-strips or language-routing")
+    build.add_argument("--stages", type=_name_list, help="comma-separated stages (default: all)")
+    build.add_argument("--variants", type=_name_list, help="comma-separated variants (default: all)")
+    build.add_argument("--rebuild", action="store_true", help="build again even if cached")
+    build.add_argument("--no-register", action="store_true", help="do not log to the MLflow registry")
+    build.set_defaults(func=cmd_build_variants)
     return parser
 
 

@@ -91,8 +91,9 @@ def latency_vs_smaller_batches(df: pd.DataFrame, absolute_tolerance_s: float = 0
     With no absolute tolerance, 0.8 means the batch is 20 % faster than a smaller batch of the same
     (pipeline, stage, variant, cores). The absolute tolerance forgives a drop of that many seconds: a model
     that takes 30 µs at any batch size wobbles by more than 10 % between runs. Comparing with the running
-    maximum, not just the previous batch size, catches a curve that sinks by a little at every step. NaN for the smallest batch of a group and for missing latencies
-    (those are reported by the not-null expectation).
+    maximum, not just the previous batch size, catches a curve that sinks by a little at every step. NaN
+    for the smallest batch of a group and for missing latencies (those are reported by the not-null
+    expectation).
     """
     ordered = df.assign(
         _p50=pd.to_numeric(df["latency_p50_s"], errors="coerce"),

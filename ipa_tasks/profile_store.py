@@ -77,7 +77,7 @@ class ProfileStore:
         _validated(round_id, ROUND_ID, "round id")
         if check.success:
             return self._publish(pipeline, df, check, round_id)
-        return self._quarantine(pipeline, df, check, round_id)
+        return self.quarantine(pipeline, df, check, round_id)
 
     def compare_with_current(
         self,
@@ -145,9 +145,11 @@ class ProfileStore:
             message=f"published {pipeline} round {round_id}: {len(table)} rows checked and now current",
         )
 
-    def _quarantine(
+    def quarantine(
         self, pipeline: str, df: pd.DataFrame, check: ProfileCheck, round_id: str
     ) -> PublishResult:
+        """Keep ``df`` and its failed check under ``quarantine/<round_id>/``; the current profile stays."""
+        _validated(round_id, ROUND_ID, "round id")
         folder = self._pipeline_dir(pipeline) / "quarantine" / round_id
         table_path = _write_raw_table(folder, df)
         report_path = folder / "report.json"

@@ -7,7 +7,7 @@ validated on load; every error names the file and the field (``video.yaml: stage
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -110,6 +110,23 @@ class PipelineSpec(_Strict):
             if stage.name == name:
                 return stage
         raise KeyError(f"pipeline {self.name!r} has no stage {name!r}")
+
+    def select_variants(
+        self, stages: Sequence[str] | None = None, variants: Sequence[str] | None = None
+    ) -> list[tuple[str, str]]:
+        """(stage, variant) pairs in pipeline order, limited to the named stages and variants (None or empty:
+        all). A name the spec does not have is a KeyError that names it."""
+        unknown_stages = sorted(set(stages or ()) - set(self.stage_names))
+        if unknown_stages:
+            raise KeyError(f"pipeline {self.name!r} has no stage(s) {', '.join(unknown_stages)}")
+        chosen = [s for s in self.stages if not stages or s.name in stages]
+        unknown_variants = sorted(set(variants or ()) - {v.name for s in chosen for v in s.variants})
+        if unknown_variants:
+            raise KeyError(
+                f"pipeline {self.name!r} has no variant(s) {', '.join(unknown_variants)} "
+                f"in stage(s) {', '.join(s.name for s in chosen)}"
+            )
+        return [(s.name, v.name) for s in chosen for v in s.variants if not variants or v.name in variants]
 
     def default_profiles_path(self) -> Path | None:
         if self.profiles is None:

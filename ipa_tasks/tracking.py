@@ -23,6 +23,9 @@ Run layout::
                           accuracy; fit_r2_<q>_c<cores>, fit_max_rel_error_<q>_c<cores> for q in p50/p95/p99
                 artifacts profile.csv (the variant's rows of the profile table), fits.csv (the latency
                           model's coefficients), latency_throughput.png
+        └── child   "<stage>/<variant> (quarantined)"  status FAILED, tag ipa.outcome=quarantined: a
+                    table that failed its checks; artifacts gx_report.json, check_summary.txt and
+                    profile_quarantined.csv
 
 mlflow, matplotlib and pandas are imported inside the functions so that DAG files importing this module
 stay cheap to parse.
@@ -78,7 +81,7 @@ def _sqlite_database(tracking_uri: str) -> Path | None:
     return Path(tracking_uri.removeprefix("sqlite:///")).resolve()
 
 
-def _client(tracking_uri: str) -> MlflowClient:
+def mlflow_client(tracking_uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     database = _sqlite_database(tracking_uri)
@@ -88,7 +91,7 @@ def _client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
+def experiment_id_for(client: MlflowClient, name: str, tracking_uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
@@ -112,10 +115,10 @@ def start_profiling_round(tracking_uri: str, experiment: str, pipeline: str, par
     """Create the RUNNING parent run of one profiling round and return its run id."""
     from mlflow.entities import Param
 
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     run = client.create_run(
-        _experiment_id(client, experiment, tracking_uri),
+        experiment_id_for(client, experiment, tracking_uri),
         run_name=f"profile {pipeline} {started}",
         tags={"ipa.pipeline": pipeline, "ipa.kind": ROUND_KIND},
     )
@@ -214,7 +217,7 @@ def log_variant_profile(
     # fit_profile returns a frame without columns when no group has two batch sizes.
     if fits is not None and not fits.empty:
         fits = fits[(fits["stage"] == stage) & (fits["variant"] == variant)]
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     parent = client.get_run(parent_run_id)
     run = client.create_run(
         parent.info.experiment_id,
@@ -256,6 +259,46 @@ def log_variant_profile(
     return run_id
 
 
+def log_quarantined_variant(
+    tracking_uri: str,
+    parent_run_id: str,
+    pipeline: str,
+    stage: str,
+    variant: str,
+    summary: str,
+    report: dict,
+    table: pd.DataFrame | None,
+) -> str:
+    """Log a variant whose table failed its checks as a FAILED child run: the GX report as
+    ``gx_report.json``, the plain-English summary as ``check_summary.txt`` and the raw table as
+    ``profile_quarantined.csv``; return the child's run id."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    client = mlflow_client(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(
+        parent.info.experiment_id,
+        run_name=f"{stage}/{variant} (quarantined)",
+        tags={
+            MLFLOW_PARENT_RUN_ID: parent_run_id,
+            "ipa.pipeline": pipeline,
+            "ipa.stage": stage,
+            "ipa.variant": variant,
+            "ipa.kind": VARIANT_KIND,
+            "ipa.outcome": "quarantined",
+        },
+    )
+    run_id = run.info.run_id
+    try:
+        client.log_dict(run_id, report, "gx_report.json")
+        client.log_text(run_id, summary + "\n", "check_summary.txt")
+        if table is not None:
+            client.log_text(run_id, table.to_csv(index=False), "profile_quarantined.csv")
+    finally:
+        client.set_terminated(run_id, "FAILED")
+    return run_id
+
+
 def accuracy_gap_plot(gap: pd.DataFrame, title: str) -> Figure:
     """Measured end-to-end accuracy against the product of stage accuracies, one labelled point each."""
     from matplotlib.figure import Figure
@@ -289,7 +332,7 @@ def log_pipeline_accuracy(tracking_uri: str, parent_run_id: str, gap: pd.DataFra
     missing = [c for c in _GAP_COLUMNS if c not in gap.columns]
     if missing:
         raise ValueError(f"the accuracy gap table lacks column(s) {', '.join(missing)}")
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     pipeline = client.get_run(parent_run_id).data.tags.get("ipa.pipeline", "")
     timestamp = _now_ms()
     summary = {
@@ -305,6 +348,11 @@ def log_pipeline_accuracy(tracking_uri: str, parent_run_id: str, gap: pd.DataFra
         accuracy_gap_plot(gap, f"{pipeline}: measured vs product accuracy"),
         f"{GAP_ARTIFACT_DIR}/measured_vs_product.png",
     )
+
+
+def log_round_table(tracking_uri: str, run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
+    """Attach a table (the drift check, a summary) to a run as CSV."""
+    mlflow_client(tracking_uri).log_text(run_id, frame.to_csv(index=False), artifact_file)
 
 
 def finish_profiling_round(tracking_uri: str, parent_run_id: str, status: RunStatus, summary: dict) -> None:
@@ -323,7 +371,7 @@ def finish_profiling_round(tracking_uri: str, parent_run_id: str, status: RunSta
             tags.append(RunTag(f"ipa.{key}", ",".join(str(v) for v in value)))
         else:
             tags.append(RunTag(f"ipa.{key}", str(value)))
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     client.log_batch(parent_run_id, metrics=metrics, tags=tags)
     client.set_terminated(parent_run_id, status)
 
@@ -337,7 +385,7 @@ def profiling_rounds(tracking_uri: str, experiment: str, pipeline: str) -> pd.Da
     """
     import pandas as pd
 
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     runs = [] if found is None else _round_runs(client, found.experiment_id, pipeline)
     frame = pd.DataFrame.from_records([_run_record(run) for run in runs])

@@ -1,9 +1,10 @@
 """Building the demo pipelines' variants once and finding them again.
 
-A built variant lives in ``<cache>/<pipeline>/<variant>/`` with its model files and ``build.json`` (what
-:class:`~ipa_tasks.demo_pipelines.BuiltVariant` recorded, plus the pipeline's recipe version). Building is
-skipped while ``build.json`` matches the current recipe version; a variant is built into a temporary folder
-and renamed into place, so a killed build never leaves a half-written variant that looks finished.
+A built variant lives in ``<cache>/<pipeline>/<stage>/<variant>/`` with its model files and ``build.json``
+(what :class:`~ipa_tasks.demo_pipelines.BuiltVariant` recorded, plus the pipeline's recipe version).
+Building is skipped while ``build.json`` matches the current recipe version; a variant is built into a
+temporary folder and renamed into place, so a killed build never leaves a half-written variant that looks
+finished.
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ def demo_pipeline(name: str) -> DemoPipeline:
     return importlib.import_module(module).PIPELINE
 
 
-def variant_directory(cache: Path, pipeline: str, variant: str) -> Path:
-    return cache / pipeline / variant
+def variant_directory(cache: Path, pipeline: str, stage: str, variant: str) -> Path:
+    return cache / pipeline / stage / variant
 
 
-def cached_build(cache: Path, pipeline: DemoPipeline, variant: str) -> BuiltVariant | None:
+def cached_build(cache: Path, pipeline: DemoPipeline, stage: str, variant: str) -> BuiltVariant | None:
     """The record of a finished build of the current recipe, or None."""
-    record_path = variant_directory(cache, pipeline.name, variant) / BUILD_RECORD
+    record_path = variant_directory(cache, pipeline.name, stage, variant) / BUILD_RECORD
     try:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):
@@ -61,11 +62,11 @@ def ensure_built(
 ) -> tuple[BuiltVariant, bool]:
     """The built variant and whether it was built now (False: found in the cache)."""
     if not rebuild:
-        found = cached_build(cache, pipeline, variant)
+        found = cached_build(cache, pipeline, stage, variant)
         if found is not None:
             log(f"{pipeline.name}/{variant}: cached in {found.directory} (accuracy {found.accuracy:.3f})")
             return found, False
-    final = variant_directory(cache, pipeline.name, variant)
+    final = variant_directory(cache, pipeline.name, stage, variant)
     final.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{variant}.", dir=final.parent))
     try:
@@ -82,7 +83,7 @@ def ensure_built(
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    result = cached_build(cache, pipeline, variant)
+    result = cached_build(cache, pipeline, stage, variant)
     assert result is not None
     log(f"{pipeline.name}/{variant}: built in {seconds:.1f} s, accuracy {result.accuracy:.3f}")
     return result, True
@@ -96,7 +97,7 @@ def load_cached(pipeline_name: str, stage: str, variant: str) -> LoadedVariant:
     """
     cache = current_settings().variant_cache
     pipeline = demo_pipeline(pipeline_name)
-    built = cached_build(cache, pipeline, variant)
+    built = cached_build(cache, pipeline, stage, variant)
     if built is None:
         raise VariantLoadError(
             f"{pipeline_name}/{variant} is not built in {cache} (recipe {pipeline.recipe_version}); "
