@@ -59,7 +59,7 @@ def register_variant(
             raise
     for version in client.search_model_versions(f"name = '{name}'"):
         if version.tags.get("ipa.build_sha256") == fingerprint:
-            return RegisteredVariant(name, version.version, version.run_id, newly_registered=False)
+            return RegisteredVariant(name, str(version.version), version.run_id, newly_registered=False)
 
     run = client.create_run(
         experiment_id_for(client, experiment, tracking_uri),
@@ -92,7 +92,7 @@ def register_variant(
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    return RegisteredVariant(name, version.version, run_id, newly_registered=True)
+    return RegisteredVariant(name, str(version.version), run_id, newly_registered=True)
 
 
 def registered_versions(tracking_uri: str, pipeline: str, variant: str) -> list[dict[str, str]]:
@@ -101,7 +101,7 @@ def registered_versions(tracking_uri: str, pipeline: str, variant: str) -> list[
     versions = client.search_model_versions(f"name = '{registered_model_name(pipeline, variant)}'")
     return [
         {
-            "version": v.version,
+            "version": str(v.version),
             "run_id": v.run_id,
             "accuracy": v.tags.get("ipa.accuracy", ""),
             "source": v.source,
