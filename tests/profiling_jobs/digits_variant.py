@@ -6,6 +6,7 @@ download. The split and the seeds are fixed, so the held-out accuracy is the sam
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -66,3 +67,20 @@ def nearest_neighbors() -> DigitsVariant:
 def not_a_variant() -> object:
     """A factory whose result lacks ``predict`` and ``held_out``, for the loader's error path."""
     return object()
+
+
+@dataclass(frozen=True)
+class FasterWithBiggerBatches:
+    """A broken measurement on purpose: a batch takes 5 ms / batch size, so latency falls as batches grow,
+    which the profile check must reject."""
+
+    def predict(self, items: Sequence[Any]) -> list[Any]:
+        time.sleep(0.005 / len(items))
+        return [0] * len(items)
+
+    def held_out(self) -> tuple[Sequence[Any], Sequence[Any]]:
+        return [0] * 10, [0] * 10
+
+
+def faster_with_bigger_batches() -> FasterWithBiggerBatches:
+    return FasterWithBiggerBatches()
