@@ -68,67 +68,29 @@ def ipa_profile() -> None:
     @task
     def start_round() -> list[dict]:
         """Check the params against the specs, plan one job per variant, open the MLflow parent runs."""
-        from dataclasses import replace
-
-        from ipa_tasks.profiling_job import round_directory
-        from ipa_tasks.profiling_round import plan_jobs
+        from ipa_tasks.profiling_round import open_round
         from ipa_tasks.settings import current_settings
-        from ipa_tasks.spec import load_spec, resolve_spec_path
-        from ipa_tasks.tracking import start_profiling_round
 
         context = get_current_context()
-        params, round_id = context["params"], context["run_id"]
-        if (params["stages"] or params["variants"]) and len(params["pipelines"]) != 1:
-            raise ValueError("stages and variants can only be chosen for a single pipeline")
-        settings = current_settings()
-        planned = []
-        for ref in params["pipelines"]:
-            spec = load_spec(resolve_spec_path(ref))
-            jobs = plan_jobs(
-                spec,
-                ref,
-                round_directory(settings.home, round_id),
-                stages=params["stages"],
-                variants=params["variants"],
-                batch_sizes=params["batch_sizes"],
-                cores=params["cores"],
-                repetitions=params["repetitions"],
-                warmup=params["warmup"],
-            )
-            planned.append((spec.name, ref, jobs))
-        # Parent runs only once every pipeline's params are known to be valid.
-        all_jobs = []
-        for name, ref, jobs in planned:
-            round_params = {**params, "pipelines": ref, "round_id": round_id, "variants_planned": len(jobs)}
-            parent = start_profiling_round(settings.tracking_uri, EXPERIMENT, name, round_params)
-            print(f"{name}: {len(jobs)} variant(s) to profile: {', '.join(j.label for j in jobs)}")
-            all_jobs += [replace(job, round_id=round_id, parent_run_id=parent).to_dict() for job in jobs]
-        return all_jobs
+        jobs = open_round(current_settings(), context["params"], context["run_id"], EXPERIMENT, print)
+        return [job.to_dict() for job in jobs]
 
     @task(map_index_template="{{ job_label }}")
     def build_variant(job: dict) -> dict:
         """Build a demo variant into the cache unless it is there; register the build in MLflow."""
-        from ipa_tasks.model_registry import register_variant
+        from ipa_tasks.model_registry import build_and_register
         from ipa_tasks.settings import current_settings
-        from ipa_tasks.variant_cache import DEMO_PIPELINE_MODULES, demo_pipeline, ensure_built
+        from ipa_tasks.variant_cache import DEMO_PIPELINE_MODULES
 
-        get_current_context()["job_label"] = f"{job['pipeline']}/{job['stage']}/{job['variant']}"
-        if job["pipeline"] not in DEMO_PIPELINE_MODULES:
+        context = get_current_context()
+        context["job_label"] = f"{job['pipeline']}/{job['stage']}/{job['variant']}"
+        if job["pipeline"] in DEMO_PIPELINE_MODULES:
+            rebuild = bool(context["params"]["rebuild"])
+            build_and_register(
+                current_settings(), job["pipeline"], job["stage"], job["variant"], print, rebuild=rebuild
+            )
+        else:
             print(f"{job['pipeline']} is not a demo pipeline: its variants load themselves, nothing to build")
-            return job
-        settings = current_settings()
-        rebuild = bool(get_current_context()["params"]["rebuild"])
-        built, _ = ensure_built(
-            settings.variant_cache,
-            demo_pipeline(job["pipeline"]),
-            job["stage"],
-            job["variant"],
-            print,
-            rebuild=rebuild,
-        )
-        entry = register_variant(settings.tracking_uri, built)
-        state = "registered" if entry.newly_registered else "already registered"
-        print(f"{entry.name} version {entry.version} {state} (accuracy {built.accuracy:.4f})")
         return job
 
     @task.branch
@@ -160,46 +122,13 @@ def ipa_profile() -> None:
     @task(trigger_rule="all_done", map_index_template="{{ job_label }}")
     def check_variant(job: dict) -> dict:
         """GX suite on the variant's table; quarantine it or fit and log it as an MLflow child run."""
-        from ipa_tasks.latency_model import fit_profile
-        from ipa_tasks.profile_store import ProfileStore
-        from ipa_tasks.profiles import variant_accuracy
         from ipa_tasks.profiling_job import ProfilingJob
-        from ipa_tasks.profiling_round import check_variant_table
+        from ipa_tasks.profiling_round import check_and_log
         from ipa_tasks.settings import current_settings
-        from ipa_tasks.tracking import log_quarantined_variant, log_variant_profile
 
         profiling_job = ProfilingJob.from_dict(job)
         get_current_context()["job_label"] = f"{profiling_job.pipeline}/{profiling_job.label}"
-        settings = current_settings()
-        outcome, table, check = check_variant_table(
-            profiling_job, ProfileStore(settings.profile_store), profiling_job.round_id
-        )
-        print(outcome.message)
-        parent = profiling_job.parent_run_id
-        if outcome.status == "passed":
-            accuracy = variant_accuracy(table).get((profiling_job.stage, profiling_job.variant))
-            log_variant_profile(
-                settings.tracking_uri,
-                parent,
-                profiling_job.pipeline,
-                profiling_job.stage,
-                profiling_job.variant,
-                table,
-                fit_profile(table),
-                accuracy,
-            )
-        elif outcome.status == "quarantined":
-            log_quarantined_variant(
-                settings.tracking_uri,
-                parent,
-                profiling_job.pipeline,
-                profiling_job.stage,
-                profiling_job.variant,
-                check.summary(),
-                check.report,
-                table,
-            )
-        return {**outcome.to_dict(), "job": job}
+        return {**check_and_log(current_settings(), profiling_job, print).to_dict(), "job": job}
 
     @task(outlets=[PROFILES])
     def publish(outcomes: list[dict]) -> dict:

@@ -193,7 +193,7 @@ def _name_list(text: str) -> list[str]:
 def cmd_build_variants(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from ipa_tasks.model_registry import register_variant
+    from ipa_tasks.model_registry import build_and_register
     from ipa_tasks.settings import current_settings
     from ipa_tasks.variant_cache import demo_pipeline, ensure_built
 
@@ -212,12 +212,15 @@ def cmd_build_variants(args: argparse.Namespace) -> int:
         task = progress.add_task("building", total=len(selected))
         for stage, variant in selected:
             progress.update(task, description=f"{stage}/{variant}")
-            built, fresh = ensure_built(
-                settings.variant_cache, pipeline, stage, variant, console.log, rebuild=args.rebuild
-            )
-            registered = "-"
-            if not args.no_register:
-                entry = register_variant(settings.tracking_uri, built)
+            if args.no_register:
+                built, fresh = ensure_built(
+                    settings.variant_cache, pipeline, stage, variant, console.log, rebuild=args.rebuild
+                )
+                registered = "-"
+            else:
+                built, fresh, entry = build_and_register(
+                    settings, spec.name, stage, variant, console.log, rebuild=args.rebuild
+                )
                 registered = f"{entry.name} v{entry.version}"
             table.add_row(
                 stage,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from ipa_tasks.demo_pipelines import BuiltVariant
+from ipa_tasks.demo_pipelines import BuiltVariant, Log
+from ipa_tasks.settings import Settings
 from ipa_tasks.tracking import experiment_id_for, mlflow_client
-from ipa_tasks.variant_cache import BUILD_RECORD
+from ipa_tasks.variant_cache import BUILD_RECORD, demo_pipeline, ensure_built
 
 BUILD_KIND = "variant-build"
 BUILD_EXPERIMENT = "ipa-variants"
@@ -108,3 +109,19 @@ def registered_versions(tracking_uri: str, pipeline: str, variant: str) -> list[
         }
         for v in sorted(versions, key=lambda v: int(v.version))
     ]
+
+
+def build_and_register(
+    settings: Settings, pipeline: str, stage: str, variant: str, log: Log, *, rebuild: bool = False
+) -> tuple[BuiltVariant, bool, RegisteredVariant]:
+    """Build (or find) a demo variant in the settings' cache and register it in their MLflow store.
+
+    Returns the build, whether it was built now, and its registry entry.
+    """
+    built, fresh = ensure_built(
+        settings.variant_cache, demo_pipeline(pipeline), stage, variant, log, rebuild=rebuild
+    )
+    entry = register_variant(settings.tracking_uri, built)
+    state = "registered" if entry.newly_registered else "already registered"
+    log(f"{entry.name} version {entry.version} {state} (held-out accuracy {built.accuracy:.4f})")
+    return built, fresh, entry

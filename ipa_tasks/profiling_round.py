@@ -9,18 +9,21 @@ ones that fail (:func:`check_variant_table`), then merge the good tables into th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
-from ipa_tasks.latency_model import complete_profile
+from ipa_tasks.demo_pipelines import Log
+from ipa_tasks.latency_model import complete_profile, fit_profile
 from ipa_tasks.profile_checks import ProfileCheck, check_profile
 from ipa_tasks.profile_store import ProfileStore
-from ipa_tasks.profiles import ProfileError, coerce_profile
-from ipa_tasks.profiling_job import ProfilingJob
-from ipa_tasks.spec import PipelineSpec
+from ipa_tasks.profiles import ProfileError, coerce_profile, variant_accuracy
+from ipa_tasks.profiling_job import ProfilingJob, round_directory
+from ipa_tasks.settings import Settings
+from ipa_tasks.spec import PipelineSpec, load_spec, resolve_spec_path
+from ipa_tasks.tracking import log_quarantined_variant, log_variant_profile, start_profiling_round
 
 
 class RoundError(ValueError):
@@ -163,3 +166,67 @@ def merged_profile(
     measured = pd.concat([*kept, new], ignore_index=True)
     measured = measured[measured["source"] != "fitted"]
     return complete_profile(measured, {s.name: list(s.batch_sizes) for s in spec.stages})
+
+
+def open_round(
+    settings: Settings, params: dict[str, Any], round_id: str, experiment: str, log: Log
+) -> list[ProfilingJob]:
+    """Plan every pipeline's jobs from the DAG's params, then open one MLflow parent run per pipeline.
+
+    Every pipeline is planned before any run is opened, so bad params leave no half-open rounds behind.
+    """
+    if (params["stages"] or params["variants"]) and len(params["pipelines"]) != 1:
+        raise RoundError("stages and variants can only be chosen for a single pipeline")
+    planned = []
+    for ref in params["pipelines"]:
+        spec = load_spec(resolve_spec_path(ref))
+        jobs = plan_jobs(
+            spec,
+            ref,
+            round_directory(settings.home, round_id),
+            stages=params["stages"],
+            variants=params["variants"],
+            batch_sizes=params["batch_sizes"],
+            cores=params["cores"],
+            repetitions=params["repetitions"],
+            warmup=params["warmup"],
+        )
+        planned.append((spec.name, ref, jobs))
+    opened = []
+    for name, ref, jobs in planned:
+        round_params = {**params, "pipelines": ref, "round_id": round_id, "variants_planned": len(jobs)}
+        parent = start_profiling_round(settings.tracking_uri, experiment, name, round_params)
+        log(f"{name}: {len(jobs)} variant(s) to profile: {', '.join(j.label for j in jobs)}")
+        opened += [replace(job, round_id=round_id, parent_run_id=parent) for job in jobs]
+    return opened
+
+
+def check_and_log(settings: Settings, job: ProfilingJob, log: Log) -> VariantOutcome:
+    """Check the job's table; log a passing one (with its latency fits) or a quarantined one as a child
+    of the round's MLflow run."""
+    outcome, table, check = check_variant_table(job, ProfileStore(settings.profile_store), job.round_id)
+    log(outcome.message)
+    if outcome.status == "passed":
+        accuracy = variant_accuracy(table).get((job.stage, job.variant))
+        log_variant_profile(
+            settings.tracking_uri,
+            job.parent_run_id,
+            job.pipeline,
+            job.stage,
+            job.variant,
+            table,
+            fit_profile(table),
+            accuracy,
+        )
+    elif outcome.status == "quarantined":
+        log_quarantined_variant(
+            settings.tracking_uri,
+            job.parent_run_id,
+            job.pipeline,
+            job.stage,
+            job.variant,
+            check.summary(),
+            check.report,
+            table,
+        )
+    return outcome

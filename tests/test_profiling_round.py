@@ -126,3 +126,32 @@ def test_merge_replaces_reprofiled_variants_keeps_the_others_and_fills_batches(s
     assert set(small[small["batch_size"] == 2]["source"]) == {"fitted"}
     with pytest.raises(ProfileError, match="nothing to merge"):
         merged_profile(spec, current, [])
+
+
+def test_open_round_refuses_a_variant_filter_over_several_pipelines_before_opening_runs(spec, tmp_path):
+    from mlflow import MlflowClient
+
+    from ipa_tasks.profiling_round import open_round
+    from ipa_tasks.settings import Settings
+    from ipa_tasks.tracking import default_tracking_uri
+
+    settings = Settings(home=tmp_path, tracking_uri=default_tracking_uri(tmp_path))
+    params = {"pipelines": [str(spec.source_path), "video"], "stages": [], "variants": ["knn"]}
+    params |= {"batch_sizes": [], "cores": [], "repetitions": 20, "warmup": 2}
+    with pytest.raises(RoundError, match="single pipeline"):
+        open_round(settings, params, "r1", "ipa-profiling", print)
+    with pytest.raises(RoundError, match="kind 'python'"):
+        open_round(
+            settings,
+            {**params, "variants": [], "pipelines": [str(spec.source_path), "video"]},
+            "r1",
+            "x",
+            print,
+        )
+    assert (
+        MlflowClient(tracking_uri=settings.tracking_uri).search_experiments(filter_string="name = 'x'") == []
+    )
+    jobs = open_round(
+        settings, {**params, "pipelines": [str(spec.source_path)]}, "r1", "ipa-profiling", print
+    )
+    assert [j.label for j in jobs] == ["classify/knn"] and jobs[0].round_id == "r1" and jobs[0].parent_run_id
