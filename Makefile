@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 # torch's CPU-only wheel: from a local wheel folder when there is one, else PyTorch's CPU index.
 FIND_LINKS ?= $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: demo test lint lock bench clean-venv
+.PHONY: demo test lint lock bench clean-venv variants profile airflow mlflow
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (PYTHON=$(PYTHON))")'
@@ -35,6 +35,38 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Airflow on the embedded default: SQLite and logs in .airflow/, this repository's dags/, loopback only.
+# State of the system (variant cache, profile store, MLflow SQLite store) lives in IPA_HOME (~/.ipa).
+AIRFLOW_PORT ?= 8080
+AIRFLOW_ENV = AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=4 \
+	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
+	GX_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
+PROFILE_CONF ?= {}
+
+# Build, cache and register every demo variant (a few minutes the first time, seconds afterwards).
+variants: $(STAMP)
+	$(BIN)/ipa build-variants digit-strips
+	$(BIN)/ipa build-variants language-routing
+
+# One profiling round from the command line, e.g. make profile PROFILE_CONF='{"pipelines": ["digit-strips"]}'
+profile: $(STAMP)
+	@$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
+	$(AIRFLOW_ENV) $(BIN)/airflow dags test ipa_profile -c '$(PROFILE_CONF)'
+
+# The Airflow UI (api-server, scheduler, dag-processor, triggerer) on http://127.0.0.1:$(AIRFLOW_PORT);
+# user admin, password printed at start-up and kept in .airflow/simple_auth_manager_passwords.json.generated
+airflow: $(STAMP)
+	$(AIRFLOW_ENV) $(BIN)/airflow standalone
+
+# The MLflow UI over the default store, on http://127.0.0.1:5000.
+mlflow: $(STAMP)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
+		--backend-store-uri "sqlite:///$${IPA_HOME:-$$HOME/.ipa}/mlflow.db" \
+		--default-artifact-root "$${IPA_HOME:-$$HOME/.ipa}/mlartifacts"
 
 # Regenerate the lock after changing a pin in pyproject.toml.
 lock:
