@@ -109,7 +109,8 @@ def ipa_profile() -> None:
         print(f"profiling jobs run as {'Kubernetes pods' if runner == 'kubernetes' else 'local processes'}")
         return "profile_in_pod" if runner == "kubernetes" else "profile_locally"
 
-    @task(map_index_template="{{ job_label }}")
+    # One at a time: two jobs timing on the same cores would each measure the other's load.
+    @task(map_index_template="{{ job_label }}", max_active_tis_per_dag=1)
     def profile_locally(job: dict) -> str:
         """The profiling job as a child process of the task, its progress copied to the task log."""
         from ipa_tasks.profiling_job import ProfilingJob, run_locally

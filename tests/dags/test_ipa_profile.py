@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ipa_tasks.profile_store import ProfileStore
@@ -87,3 +88,40 @@ def test_asked_for_nothing_runnable_the_round_fails_before_profiling(airflow_db,
     run = run_round({"pipelines": ["video"], "repetitions": 20})
     assert run.state == "failed"
     assert ProfileStore(current_settings().profile_store).current("video") is None
+
+
+def test_a_demo_round_builds_registers_profiles_and_measures_end_to_end_accuracy(airflow_db, tmp_path: Path):
+    from mlflow import MlflowClient
+
+    variants = ["det_cc", "cls_mlp_s"]
+    conf = {"pipelines": ["digit-strips"], "variants": variants, "batch_sizes": [1, 8], "cores": [1]}
+    run = run_round({**conf, "repetitions": 20, "warmup": 2, "runner": "local"})
+    assert run.state == "success"
+
+    settings = current_settings()
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    for variant in variants:
+        (version,) = client.search_model_versions(f"name = 'digit-strips.{variant}'")
+        assert 0.0 < float(version.tags["ipa.accuracy"]) <= 1.0
+
+    store = ProfileStore(settings.profile_store)
+    current = store.current("digit-strips")
+    assert set(current["variant"]) == set(variants)
+    measured = pd.read_csv(store.current_path("digit-strips").parent / "end_to_end_accuracy.csv")
+    assert measured[["detect", "classify"]].values.tolist() == [["det_cc", "cls_mlp_s"]]
+    assert 0.0 <= measured.loc[0, "accuracy"] <= 1.0
+
+    experiment = client.get_experiment_by_name("ipa-profiling")
+    rounds = "tags.`ipa.pipeline` = 'digit-strips' and tags.`ipa.kind` = 'profiling-round'"
+    (parent,) = client.search_runs([experiment.experiment_id], rounds)
+    assert parent.data.metrics["n_configurations"] == 1
+    gap = pd.read_csv(
+        client.download_artifacts(
+            parent.info.run_id, "pipeline_accuracy/measured_vs_product.csv", str(tmp_path)
+        )
+    )
+    # Measured end to end, not multiplied: the stage accuracies' product is a different number.
+    assert gap.loc[0, "measured"] == pytest.approx(measured.loc[0, "accuracy"])
+    assert abs(gap.loc[0, "gap"]) > 1e-3
+    files = {f.path for f in client.list_artifacts(parent.info.run_id, "pipeline_accuracy")}
+    assert "pipeline_accuracy/measured_vs_product.png" in files
