@@ -46,14 +46,15 @@ def variant_directory(cache: Path, pipeline: str, stage: str, variant: str) -> P
 
 def cached_build(cache: Path, pipeline: DemoPipeline, stage: str, variant: str) -> BuiltVariant | None:
     """The record of a finished build of the current recipe, or None."""
-    record_path = variant_directory(cache, pipeline.name, stage, variant) / BUILD_RECORD
+    directory = variant_directory(cache, pipeline.name, stage, variant)
     try:
-        record = json.loads(record_path.read_text())
+        record = json.loads((directory / BUILD_RECORD).read_text())
     except (OSError, ValueError):
         return None
     if record.pop("recipe_version", None) != pipeline.recipe_version:
         return None
-    record["directory"] = Path(record["directory"])
+    # Where it is now, not where it was built: a cache can be copied or mounted elsewhere.
+    record["directory"] = directory
     return BuiltVariant(**record)
 
 

@@ -92,3 +92,15 @@ def test_a_failed_build_leaves_nothing_that_looks_built(tmp_path: Path):
 def test_unknown_demo_pipeline_names_the_known_ones():
     with pytest.raises(KeyError, match="digit-strips, language-routing"):
         demo_pipeline("video")
+
+
+def test_a_copied_cache_is_found_where_it_now_is(tmp_path: Path):
+    import shutil
+
+    pipeline = ToyPipeline()
+    ensure_built(tmp_path / "a", pipeline, "s", "v1", print)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")
+    found = cached_build(tmp_path / "b", pipeline, "s", "v1")
+    assert found is not None and found.directory == tmp_path / "b" / "toy" / "s" / "v1"
+    assert pipeline.load_variant("s", "v1", found.directory).value == 1
