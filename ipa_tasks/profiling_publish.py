@@ -106,7 +106,7 @@ def _publish_pipeline(
         frame = pd.DataFrame(drift).assign(reasons=lambda d: d["reasons"].map("; ".join))
         log_round_table(settings.tracking_uri, info["parent_run_id"], frame, "drift.csv")
     else:
-        log(f"{name}: no published profile to compare with; drift not checked")
+        log(f"{name}: no variant of this round is in the published profile yet; drift not checked")
 
     merged = merged_profile(spec, store.current(name), tables)
     outcome = store.publish(name, merged, check_profile(merged), info["round_id"])
