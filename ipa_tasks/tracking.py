@@ -195,6 +195,34 @@ def _variant_rows(profile_rows: pd.DataFrame, pipeline: str, stage: str, variant
     return rows.sort_values(["cores", "batch_size"]).reset_index(drop=True)
 
 
+def _child_run(
+    client: MlflowClient,
+    parent_run_id: str,
+    run_name: str,
+    pipeline: str,
+    stage: str,
+    variant: str,
+    tags: dict[str, str],
+) -> str:
+    """A RUNNING child of the round's parent run, tagged with the variant it is about; its run id."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(
+        parent.info.experiment_id,
+        run_name=run_name,
+        tags={
+            MLFLOW_PARENT_RUN_ID: parent_run_id,
+            "ipa.pipeline": pipeline,
+            "ipa.stage": stage,
+            "ipa.variant": variant,
+            "ipa.kind": VARIANT_KIND,
+            **tags,
+        },
+    )
+    return run.info.run_id
+
+
 def log_variant_profile(
     tracking_uri: str,
     parent_run_id: str,
@@ -211,27 +239,14 @@ def log_variant_profile(
     only this variant's rows are logged.
     """
     from mlflow.entities import Metric, Param
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     rows = _variant_rows(profile_rows, pipeline, stage, variant)
     # fit_profile returns a frame without columns when no group has two batch sizes.
     if fits is not None and not fits.empty:
         fits = fits[(fits["stage"] == stage) & (fits["variant"] == variant)]
     client = mlflow_client(tracking_uri)
-    parent = client.get_run(parent_run_id)
-    run = client.create_run(
-        parent.info.experiment_id,
-        run_name=f"{stage}/{variant}",
-        tags={
-            MLFLOW_PARENT_RUN_ID: parent_run_id,
-            "ipa.pipeline": pipeline,
-            "ipa.stage": stage,
-            "ipa.variant": variant,
-            "ipa.kind": VARIANT_KIND,
-            **{f"ipa.{c}": _joined_text(rows[c]) for c in ("source", "host") if c in rows.columns},
-        },
-    )
-    run_id = run.info.run_id
+    where = {f"ipa.{c}": _joined_text(rows[c]) for c in ("source", "host") if c in rows.columns}
+    run_id = _child_run(client, parent_run_id, f"{stage}/{variant}", pipeline, stage, variant, where)
     try:
         timestamp = _now_ms()
         metrics = _step_metrics(rows, timestamp)
@@ -272,23 +287,9 @@ def log_quarantined_variant(
     """Log a variant whose table failed its checks as a FAILED child run: the GX report as
     ``gx_report.json``, the plain-English summary as ``check_summary.txt`` and the raw table as
     ``profile_quarantined.csv``; return the child's run id."""
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
     client = mlflow_client(tracking_uri)
-    parent = client.get_run(parent_run_id)
-    run = client.create_run(
-        parent.info.experiment_id,
-        run_name=f"{stage}/{variant} (quarantined)",
-        tags={
-            MLFLOW_PARENT_RUN_ID: parent_run_id,
-            "ipa.pipeline": pipeline,
-            "ipa.stage": stage,
-            "ipa.variant": variant,
-            "ipa.kind": VARIANT_KIND,
-            "ipa.outcome": "quarantined",
-        },
-    )
-    run_id = run.info.run_id
+    name = f"{stage}/{variant} (quarantined)"
+    run_id = _child_run(client, parent_run_id, name, pipeline, stage, variant, {"ipa.outcome": "quarantined"})
     try:
         client.log_dict(run_id, report, "gx_report.json")
         client.log_text(run_id, summary + "\n", "check_summary.txt")
