@@ -36,6 +36,7 @@ def table(variant: str, base: float, accuracy: float) -> pd.DataFrame:
 
 
 def outcome(tmp_path: Path, spec: Path, name: str, variant: str, frame: pd.DataFrame | None) -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     parent = start_profiling_round(current_settings().tracking_uri, "ipa-profiling", name, {})
     path = tmp_path / f"{variant}.parquet"
     status = "missing"
@@ -96,3 +97,49 @@ def test_a_round_where_nothing_passed_publishes_nothing_and_fails_its_run(spec, 
     assert ProfileStore(current_settings().profile_store).current(name) is None
     run = MlflowClient(tracking_uri=current_settings().tracking_uri).get_run(result["job"]["parent_run_id"])
     assert run.info.status == "FAILED"
+
+
+def test_a_failing_end_to_end_measurement_is_reported_and_the_profile_stays_published(
+    spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import ipa_tasks.profiling_publish as publishing
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("held-out data unreadable")
+
+    monkeypatch.setattr(publishing, "measure_pipeline_accuracy", broken)
+    name, path = spec
+    lines: list[str] = []
+    result = outcome(tmp_path, path, name, "knn", table("knn", 0.01, 0.9))
+    summary = publish_round([result], accuracy_drift=0.02, latency_drift=0.2, log=lines.append)
+    assert summary[name]["published"]
+    assert any("end-to-end accuracy not measured" in line and "unreadable" in line for line in lines)
+    assert ProfileStore(current_settings().profile_store).current(name) is not None
+
+
+def test_one_pipeline_failing_to_publish_leaves_the_others_published_and_every_run_finished(
+    spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from mlflow import MlflowClient
+
+    import ipa_tasks.profiling_publish as publishing
+
+    name, path = spec
+    other_path = tmp_path / "other.yaml"
+    other_path.write_text(SPEC.format(name=f"{name}-b"))
+    original = publishing._publish_pipeline
+
+    def fail_first(pipeline, *args, **kwargs):
+        if pipeline == name:
+            raise OSError("disk full")
+        return original(pipeline, *args, **kwargs)
+
+    monkeypatch.setattr(publishing, "_publish_pipeline", fail_first)
+    first = outcome(tmp_path / "a", path, name, "knn", table("knn", 0.01, 0.9))
+    second = outcome(tmp_path / "b", other_path, f"{name}-b", "knn", table("knn", 0.01, 0.9))
+    summary = publish_round([first, second], accuracy_drift=0.02, latency_drift=0.2, log=print)
+    assert not summary[name]["published"] and "disk full" in summary[name]["message"]
+    assert summary[f"{name}-b"]["published"]
+    client = MlflowClient(tracking_uri=current_settings().tracking_uri)
+    statuses = [client.get_run(o["job"]["parent_run_id"]).info.status for o in (first, second)]
+    assert statuses == ["FAILED", "FINISHED"]
