@@ -106,6 +106,10 @@ def ipa_profile() -> None:
                 runner = "kubernetes"
             except AirflowNotFoundException:
                 runner = "local"
+        if runner == "kubernetes":
+            from ipa_tasks.profiling_pod import require_shared_home
+
+            require_shared_home()
         print(f"profiling jobs run as {'Kubernetes pods' if runner == 'kubernetes' else 'local processes'}")
         return "profile_in_pod" if runner == "kubernetes" else "profile_locally"
 
@@ -157,6 +161,7 @@ def ipa_profile() -> None:
     local = profile_locally.expand(job=built)
     in_pod = ProfilingPodOperator.partial(
         task_id="profile_in_pod",
+        map_index_template="{{ task.job['pipeline'] }}/{{ task.job['stage'] }}/{{ task.job['variant'] }}",
         kubernetes_conn_id=KUBERNETES_CONNECTION,
         image="{{ var.value.get('ipa_image', 'ipa-airflow:0.1.0') }}",
         get_logs=True,

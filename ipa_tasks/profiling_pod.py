@@ -51,6 +51,22 @@ def pod_storage(home: str, claim: str | None) -> tuple[list[k8s.V1Volume], list[
     return [volume], [k8s.V1VolumeMount(name="ipa-home", mount_path=home)]
 
 
+class NoSharedHome(RuntimeError):
+    """Pods would write their tables where the Airflow workers cannot read them."""
+
+
+def require_shared_home() -> str:
+    """The claim pods mount as ``IPA_HOME``; an error that says what to set when there is none."""
+    claim = os.environ.get(PVC_VARIABLE)
+    if not claim:
+        raise NoSharedHome(
+            f"profiling in pods needs a volume shared with the Airflow workers: set {PVC_VARIABLE} to the "
+            f"PersistentVolumeClaim mounted at IPA_HOME ({current_settings().home}) on the workers, or run "
+            "the round with runner=local"
+        )
+    return claim
+
+
 class ProfilingPodOperator(KubernetesPodOperator):
     """``KubernetesPodOperator`` for one profiling job: ``.partial(...).expand(job=jobs)``."""
 

@@ -83,12 +83,14 @@ stages:
 
 @pytest.mark.slow
 def test_a_round_with_the_kubernetes_runner_profiles_in_pods(
-    fake_kube: FakeKubeHandle, airflow_db, tmp_path: Path
+    fake_kube: FakeKubeHandle, airflow_db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from airflow.dag_processing.dagbag import DagBag
 
     spec = tmp_path / "digits-pods.yaml"
     spec.write_text(SPEC)
+    # The fake kubelet runs pods on this filesystem; the claim name is what a cluster would mount.
+    monkeypatch.setenv("IPA_HOME_PVC", "ipa-home")
     dag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).dags["ipa_profile"]
     # "auto" picks pods because the fixture defined the ipa_kubernetes connection.
     run = dag.test(run_conf={"pipelines": [str(spec)], "repetitions": 20, "warmup": 2, "runner": "auto"})
@@ -100,8 +102,19 @@ def test_a_round_with_the_kubernetes_runner_profiles_in_pods(
     container = created["spec"]["containers"][0]
     assert container["args"][:6] == ["--spec", str(spec), "--stage", "classify", "--variant", "knn"]
     assert container["resources"]["limits"]["cpu"] == "1"
+    assert created["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "ipa-home"
     last_seen = [v for v in versions if v is not None][-1]
     assert last_seen["status"]["phase"] == "Succeeded"
     assert versions[-1] is None, "the pod is deleted when it is done"
     current = ProfileStore(current_settings().profile_store).current("digits-pods")
     assert current is not None and sorted(current["batch_size"]) == [1, 8]
+
+
+def test_pods_without_a_shared_home_are_refused_with_what_to_set(monkeypatch: pytest.MonkeyPatch):
+    from ipa_tasks.profiling_pod import NoSharedHome, require_shared_home
+
+    monkeypatch.delenv("IPA_HOME_PVC", raising=False)
+    with pytest.raises(NoSharedHome, match=r"set IPA_HOME_PVC .* or run the round with runner=local"):
+        require_shared_home()
+    monkeypatch.setenv("IPA_HOME_PVC", "ipa-home")
+    assert require_shared_home() == "ipa-home"
