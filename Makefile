@@ -62,10 +62,10 @@ profile: $(STAMP)
 airflow: $(STAMP)
 	$(AIRFLOW_ENV) $(BIN)/airflow standalone
 
-# The MLflow UI over the default store, on http://127.0.0.1:5000.
+# The MLflow UI over the store the tasks use ($MLFLOW_TRACKING_URI, else SQLite in IPA_HOME), on :5000.
 mlflow: $(STAMP)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
-		--backend-store-uri "sqlite:///$${IPA_HOME:-$$HOME/.ipa}/mlflow.db" \
+		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$${IPA_HOME:-$$HOME/.ipa}/mlflow.db}" \
 		--default-artifact-root "$${IPA_HOME:-$$HOME/.ipa}/mlartifacts"
 
 # Regenerate the lock after changing a pin in pyproject.toml.

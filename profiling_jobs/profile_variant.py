@@ -71,8 +71,33 @@ def batches(items: Sequence[Any], batch_size: int, count: int) -> list[list[Any]
     return [[items[(b * batch_size + i) % n] for i in range(batch_size)] for b in range(count)]
 
 
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def reset_peak_memory() -> bool:
+    """Start a new peak-memory window (Linux: writing 5 to ``clear_refs`` resets ``VmHWM``), so each
+    (batch size, cores) point reports its own peak rather than the largest batch's so far. False where the
+    kernel does not offer it; the peak is then the process's since it started."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_memory_mib() -> float:
-    """Peak resident memory of this process so far (the kernel never lowers it)."""
+    """Peak resident memory of this process since the last :func:`reset_peak_memory` (or its start).
+
+    It is the whole replica's footprint, interpreter and libraries included: what a replica running this
+    variant needs, which is what a memory request must cover.
+    """
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is KiB on Linux but bytes on macOS.
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
@@ -140,7 +165,9 @@ def profile_rows(
             for batch_size in batch_sizes:
                 # Warm-up and timed batches run back to back: the first batches after a pause run on
                 # cold caches and would be slow again if anything (even gc.collect) came in between.
-                samples = time_batches(variant.predict, batches(inputs, batch_size, warmup + repetitions))
+                runs = batches(inputs, batch_size, warmup + repetitions)
+                reset_peak_memory()
+                samples = time_batches(variant.predict, runs)
                 samples = samples[warmup:]
                 p50, p95, p99 = latency_percentiles(samples)
                 rps = throughput_rps(batch_size, samples)

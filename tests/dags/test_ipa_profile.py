@@ -48,7 +48,8 @@ def test_a_round_publishes_good_variants_and_quarantines_a_broken_one(airflow_db
 
     spec = tmp_path / "digits-round.yaml"
     spec.write_text(SPEC.format(name="digits-round"))
-    run = run_round({"pipelines": [str(spec)], "repetitions": 20, "warmup": 2, "runner": "local"})
+    # The default runner, "auto", with no ipa_kubernetes connection: local processes.
+    run = run_round({"pipelines": [str(spec)], "repetitions": 20, "warmup": 2})
     assert run.state == "success"
 
     store = ProfileStore(current_settings().profile_store)

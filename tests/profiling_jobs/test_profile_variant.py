@@ -57,7 +57,7 @@ def test_latency_percentiles_match_numpy() -> None:
         latency_percentiles([])
 
 
-def test_throughput_is_batch_over_mean_latency() -> None:
+def test_throughput_is_batch_over_median_latency() -> None:
     assert throughput_rps(8, [0.1, 0.3]) == pytest.approx(40.0)
     assert throughput_rps(10, [0.1, 0.1, 5.0]) == pytest.approx(100.0), "one preempted batch must not count"
     assert throughput_rps(1, [0.5]) == pytest.approx(2.0)
@@ -179,3 +179,45 @@ def test_help_runs_as_a_module() -> None:
     assert result.returncode == 0, result.stderr
     assert "--batch-sizes" in result.stdout
     assert "--repetitions" in result.stdout
+
+
+def test_pinned_threads_limits_blas_and_torch_then_restores_them() -> None:
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from profiling_jobs.profile_variant import pinned_threads
+
+    torch.set_num_threads(2)
+    with pinned_threads(1):
+        assert torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert torch.get_num_threads() == 2
+
+
+def test_peak_memory_is_per_point_after_a_reset() -> None:
+    from profiling_jobs.profile_variant import peak_memory_mib, reset_peak_memory
+
+    if not reset_peak_memory():
+        pytest.skip("this kernel cannot reset the peak (no /proc/self/clear_refs)")
+    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+    with_block = peak_memory_mib()
+    del block
+    reset_peak_memory()
+    assert peak_memory_mib() < with_block - 48, "the peak must forget the freed 64 MiB after a reset"
+
+
+def test_warmup_batches_are_left_out_of_the_statistics(spec_file: Path, tmp_path: Path, monkeypatch) -> None:
+    import profiling_jobs.profile_variant as job
+
+    calls: list[int] = []
+
+    def cold_then_fast(predict, runs):
+        calls.append(len(runs))
+        # The three warm-up batches are "cold" (10 s each); every timed one takes 1 ms.
+        return [10.0] * 3 + [0.001] * (len(runs) - 3)
+
+    monkeypatch.setattr(job, "time_batches", cold_then_fast)
+    assert run(spec_file, tmp_path / "rows.csv", "--batch-sizes", "1", "--cores", "1") == 0
+    assert calls == [3 + REPETITIONS]
+    (row,) = read_profile(tmp_path / "rows.csv").to_dict("records")
+    assert row["latency_p99_s"] == pytest.approx(0.001) and row["repetitions"] == REPETITIONS
