@@ -1,0 +1,96 @@
+"""IPA's LSTM forecaster in PyTorch: 12 bucket maxima in, the peak of the next horizon out.
+
+The network follows IPA's (one LSTM layer of 25 units, a dense output; Adam, MSE). Inputs and targets are
+scaled by one constant (the training series' 99th percentile) so the same weights serve loads of any size
+seen in training; the scale is saved with the weights. Training is seeded and single-threaded, so a model
+trains to the same weights on every run of the same machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ipa_tasks.forecasting.windows import bucket_maxima
+
+
+class PeakLstm(nn.Module):
+    def __init__(self, hidden: int = 25) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(input_size=1, hidden_size=hidden, batch_first=True)
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sequence, _ = self.lstm(x.unsqueeze(-1))
+        return self.out(torch.relu(sequence[:, -1, :])).squeeze(-1)
+
+
+@dataclass
+class LstmForecaster:
+    """A trained :class:`PeakLstm` with its input scale; ``predict`` takes per-second history."""
+
+    model: PeakLstm
+    scale: float
+    buckets: int = 12
+    bucket_s: int = 10
+    margin: float = 0.0
+    name: str = "lstm"
+
+    def predict(self, history: np.ndarray) -> float:
+        values = np.asarray(history, dtype=float)
+        if values.size == 0 or not np.isfinite(values).all():
+            raise ValueError("the LSTM needs a finite, non-empty load history")
+        peaks = bucket_maxima(values, self.bucket_s)[-self.buckets :]
+        if peaks.size < self.buckets:
+            # Less than two minutes of history: IPA's backup, the maximum so far.
+            return max(0.0, float(values.max())) * (1.0 + self.margin)
+        return float(self.predict_windows(peaks[None, :])[0]) * (1.0 + self.margin)
+
+    def predict_windows(self, inputs: np.ndarray) -> np.ndarray:
+        """Forecasts for many windows of bucket maxima at once (evaluation)."""
+        self.model.eval()
+        with torch.inference_mode():
+            x = torch.as_tensor(np.asarray(inputs, dtype=np.float32) / self.scale)
+            return np.maximum(self.model(x).numpy() * self.scale, 0.0)
+
+    def save(self, path: Path) -> None:
+        torch.save({"state": self.model.state_dict(), "scale": self.scale, "buckets": self.buckets}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> LstmForecaster:
+        saved = torch.load(path, weights_only=True)
+        model = PeakLstm()
+        model.load_state_dict(saved["state"])
+        return cls(model=model, scale=float(saved["scale"]), buckets=int(saved["buckets"]))
+
+
+def train_lstm(
+    inputs: np.ndarray, targets: np.ndarray, *, epochs: int = 30, batch_size: int = 64, seed: int = 7
+) -> LstmForecaster:
+    """Fit on windows from :func:`~ipa_tasks.forecasting.windows.training_windows`."""
+    if len(inputs) == 0 or len(inputs) != len(targets):
+        raise ValueError(f"need as many targets as input windows, got {len(inputs)} and {len(targets)}")
+    torch.manual_seed(seed)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scale = float(max(np.percentile(targets, 99), 1.0))
+        x = torch.as_tensor(np.asarray(inputs, dtype=np.float32) / scale)
+        y = torch.as_tensor(np.asarray(targets, dtype=np.float32) / scale)
+        model = PeakLstm()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        generator = torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(epochs):
+            for batch in torch.randperm(len(x), generator=generator).split(batch_size):
+                optimizer.zero_grad()
+                loss = nn.functional.mse_loss(model(x[batch]), y[batch])
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(previous_threads)
+    return LstmForecaster(model=model, scale=scale, buckets=x.shape[1])
