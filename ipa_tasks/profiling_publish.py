@@ -26,7 +26,7 @@ from ipa_tasks.profile_checks import check_profile
 from ipa_tasks.profile_store import ProfileStore
 from ipa_tasks.profiles import coerce_profile
 from ipa_tasks.profiling_round import merged_profile
-from ipa_tasks.settings import current_settings
+from ipa_tasks.settings import Settings, current_settings
 from ipa_tasks.spec import load_spec, resolve_spec_path
 from ipa_tasks.tracking import (
     finish_profiling_round,
@@ -62,7 +62,9 @@ def publish_round(
         parent = info["parent_run_id"]
         try:
             if tables:
-                _publish_pipeline(name, info, tables, store, result, accuracy_drift, latency_drift, log)
+                _publish_pipeline(
+                    settings, name, info, tables, store, result, accuracy_drift, latency_drift, log
+                )
             else:
                 result["message"] = f"{name}: no variant table passed its checks; nothing published"
                 log(result["message"])
@@ -88,6 +90,7 @@ def publish_round(
 
 
 def _publish_pipeline(
+    settings: Settings,
     name: str,
     info: dict[str, Any],
     tables: list[pd.DataFrame],
@@ -97,7 +100,6 @@ def _publish_pipeline(
     latency_drift: float,
     log: Log,
 ) -> None:
-    settings = current_settings()
     spec = load_spec(resolve_spec_path(info["spec"]))
     new = coerce_profile(pd.concat(tables, ignore_index=True), f"round {info['round_id']} of {name}")
     drift = store.compare_with_current(name, new, accuracy_drift, latency_drift)

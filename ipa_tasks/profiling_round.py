@@ -162,9 +162,10 @@ def merged_profile(
     if current is not None:
         replaced = set(map(tuple, new[["stage", "variant"]].to_numpy()))
         keys = list(map(tuple, current[["stage", "variant"]].to_numpy()))
-        kept = [current[[key not in replaced for key in keys]]]
+        # Fitted rows are refitted from the merged measurements, never carried over.
+        not_replaced = pd.Series([key not in replaced for key in keys], index=current.index)
+        kept = [current[not_replaced & (current["source"] != "fitted")]]
     measured = pd.concat([*kept, new], ignore_index=True)
-    measured = measured[measured["source"] != "fitted"]
     return complete_profile(measured, {s.name: list(s.batch_sizes) for s in spec.stages})
 
 

@@ -129,10 +129,10 @@ def test_one_pipeline_failing_to_publish_leaves_the_others_published_and_every_r
     other_path.write_text(SPEC.format(name=f"{name}-b"))
     original = publishing._publish_pipeline
 
-    def fail_first(pipeline, *args, **kwargs):
+    def fail_first(settings, pipeline, *args, **kwargs):
         if pipeline == name:
             raise OSError("disk full")
-        return original(pipeline, *args, **kwargs)
+        return original(settings, pipeline, *args, **kwargs)
 
     monkeypatch.setattr(publishing, "_publish_pipeline", fail_first)
     first = outcome(tmp_path / "a", path, name, "knn", table("knn", 0.01, 0.9))
