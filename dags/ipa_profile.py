@@ -25,12 +25,13 @@ from pathlib import Path
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from ipa_tasks.assets import PROFILES_ASSET_NAME, PROFILES_ASSET_URI
+from ipa_tasks.kubernetes_connection import KUBERNETES_CONNECTION
 from ipa_tasks.profiling_pod import ProfilingPodOperator
 
 DAG_ID = Path(__file__).stem
 EXPERIMENT = "ipa-profiling"
-KUBERNETES_CONNECTION = "ipa_kubernetes"
-PROFILES = Asset(name="ipa_profiles", uri="ipa://profiles")
+PROFILES = Asset(name=PROFILES_ASSET_NAME, uri=PROFILES_ASSET_URI)
 """Emitted after a round published at least one pipeline's profile; its extra names the pipelines."""
 DEMO_PIPELINES = ["digit-strips", "language-routing"]
 
@@ -96,16 +97,11 @@ def ipa_profile() -> None:
     @task.branch
     def choose_runner() -> str:
         """A pod when asked for, or when the ipa_kubernetes connection exists and nothing else was asked."""
-        from airflow.sdk import Connection
-        from airflow.sdk.exceptions import AirflowNotFoundException
+        from ipa_tasks.kubernetes_connection import kubernetes_connection_exists
 
         runner = get_current_context()["params"]["runner"]
         if runner == "auto":
-            try:
-                Connection.get(KUBERNETES_CONNECTION)
-                runner = "kubernetes"
-            except AirflowNotFoundException:
-                runner = "local"
+            runner = "kubernetes" if kubernetes_connection_exists() else "local"
         if runner == "kubernetes":
             from ipa_tasks.profiling_pod import require_shared_home
 

@@ -21,9 +21,7 @@ latency moved against the published profile.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ipa_tasks.atomic_files import atomic_write
 from ipa_tasks.profile_checks import ProfileCheck
 from ipa_tasks.profiles import coerce_profile, read_profile, variant_accuracy
 
@@ -133,10 +132,10 @@ class ProfileStore:
         report_path = history / f"{round_id}.report.json"
         write_parquet = _parquet_writer(table)
         # History first: current.parquet then always has a copy and a report behind it.
-        _atomic_write(history_path, write_parquet)
-        _atomic_write(report_path, _json_writer(_report_document(pipeline, round_id, "published", check)))
+        atomic_write(history_path, write_parquet)
+        atomic_write(report_path, _json_writer(_report_document(pipeline, round_id, "published", check)))
         current = self.current_path(pipeline)
-        _atomic_write(current, write_parquet)
+        atomic_write(current, write_parquet)
         return PublishResult(
             outcome="published",
             table_path=current,
@@ -153,7 +152,7 @@ class ProfileStore:
         folder = self._pipeline_dir(pipeline) / "quarantine" / round_id
         table_path = _write_raw_table(folder, df)
         report_path = folder / "report.json"
-        _atomic_write(report_path, _json_writer(_report_document(pipeline, round_id, "quarantined", check)))
+        atomic_write(report_path, _json_writer(_report_document(pipeline, round_id, "quarantined", check)))
         kept = (
             "the current profile is unchanged"
             if self.current_path(pipeline).exists()
@@ -235,11 +234,11 @@ def _write_raw_table(folder: Path, df: pd.DataFrame) -> Path:
     """Write a failed table as it came; it may hold values Parquet cannot type, then it is kept as CSV."""
     try:
         path = folder / "profile.parquet"
-        _atomic_write(path, _parquet_writer(df))
+        atomic_write(path, _parquet_writer(df))
     except (TypeError, ValueError):
         # pyarrow raises ArrowTypeError / ArrowInvalid (subclasses of these) for mixed-type columns.
         path = folder / "profile.csv"
-        _atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+        atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return path
 
 
@@ -249,17 +248,3 @@ def _parquet_writer(df: pd.DataFrame) -> Callable[[Path], None]:
 
 def _json_writer(document: dict[str, Any]) -> Callable[[Path], None]:
     return lambda tmp: tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write`` on a temporary file next to ``path``, then move it over ``path`` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -12,7 +12,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ import pandas as pd
 from ipa_tasks.accuracy import combined_score
 from ipa_tasks.latency_model import complete_profile
 from ipa_tasks.optimizer.bounds import Incumbent, coordinate_ascent, feasible_plan, prune_by_bound
+from ipa_tasks.optimizer.choices import SOLVERS, SolverName
 from ipa_tasks.optimizer.degraded import DegradedChoice, fastest_latency_s, highest_throughput_choice
 from ipa_tasks.optimizer.formulation import build_milp
 from ipa_tasks.optimizer.options import (
@@ -46,8 +46,6 @@ from ipa_tasks.spec import PipelineSpec, load_spec
 
 log = logging.getLogger(__name__)
 
-SolverName = Literal["auto", "gurobi", "highs", "brute-force"]
-SOLVERS: tuple[str, ...] = get_args(SolverName)
 DEFAULT_TIME_LIMIT_S = 5.0
 DOMINANCE_PRUNING_ABOVE = 60
 """Below this many options the MILP solves faster than dominance pruning runs."""

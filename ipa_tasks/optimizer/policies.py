@@ -14,14 +14,11 @@ a baseline only pins part of the configuration:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, get_args
 
+from ipa_tasks.optimizer.choices import POLICIES
 from ipa_tasks.optimizer.options import Restriction
 from ipa_tasks.profiles import ProfileError
 from ipa_tasks.spec import PipelineSpec, SpecError
-
-PolicyName = Literal["ipa", "fa2-low", "fa2-high", "rim"]
-POLICIES: tuple[str, ...] = get_args(PolicyName)
 
 
 def restriction_for(
