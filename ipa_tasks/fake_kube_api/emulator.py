@@ -13,7 +13,7 @@ so that it behaves like a kube-apiserver where clients can tell the difference:
 * LIST/WATCH: ``labelSelector``/``fieldSelector`` filtering, ``kind``/``apiVersion`` on lists,
   ``timeoutSeconds`` on watches.
 * ``pods/<name>/log``: the real output of the pod's process (see :mod:`.kubelet`).
-* Failure injection (:mod:`.failures`) and a small control API under ``/_fake/``.
+* Failure and delay injection (:mod:`.failures`) and a small control API under ``/_fake/``.
 
 Every change is reported to ``on_change`` (the fake controller) and pushed to watchers.
 """
@@ -384,8 +384,11 @@ class FakeKubeEmulator(kmock.KubernetesEmulator):
             return await self._serve_control(request)
         method = str(request.method.value)
         if (rule := self.failures.take(method, path)) is not None:
-            message = rule.message or f"injected failure: {rule.status} for {method} {path}"
-            return await self._render_error(_error(rule.status, rule.reason, message, injected=True))
+            if rule.delay_s > 0:
+                await asyncio.sleep(rule.delay_s)
+            if rule.fails:
+                message = rule.message or f"injected failure: {rule.status} for {method} {path}"
+                return await self._render_error(_error(rule.status, rule.reason, message, injected=True))
         if request.resource is None:
             if path == "/version/":  # the Python client's VersionApi adds the slash; kmock serves /version
                 return aiohttp.web.json_response(await self._serve_server_version(request))
@@ -769,6 +772,7 @@ class FakeKubeEmulator(kmock.KubernetesEmulator):
                     int(body.get("status", 500)),
                     int(body.get("times", 1)),
                     body.get("message"),
+                    float(body.get("delay_s", 0.0)),
                 )
                 return aiohttp.web.json_response(rule.describe(), status=201)
             case ("DELETE", "failures"):

@@ -1,7 +1,11 @@
-"""Failure injection: make the next N requests matching a method and path fail with a given status.
+"""Failure injection: make the next N requests matching a method and path fail with a given status, or
+answer late.
 
-Used by tests of retry logic (e.g. a 500 on the first PATCH, a 409 Conflict on an update). Rules are
-consumed in the order they were added; the first matching rule with calls left wins.
+Used by tests of retry logic (e.g. a 500 on the first PATCH, a 409 Conflict on an update, a response
+slower than the client's timeout). Rules are consumed in the order they were added; the first matching
+rule with calls left wins. A rule with ``delay_s`` waits that long before it answers; with ``status`` 0
+it then serves the request normally (only slow, as an overloaded apiserver whose write still lands after
+the client gave up), else it fails with ``status``.
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ _REASONS: dict[int, str] = {
 
 @dataclass
 class FailureRule:
-    """Fail ``times`` requests whose method and URL path match with ``status``."""
+    """Fail ``times`` requests whose method and URL path match with ``status`` (0: serve them, late),
+    after waiting ``delay_s`` seconds."""
 
     method: str
     path: str  # exact path or fnmatch-style glob, matched against the URL path without the query
     status: int = 500
     times: int = 1
     message: str | None = None
+    delay_s: float = 0.0
     hits: int = field(default=0, init=False)
 
     def matches(self, method: str, path: str) -> bool:
@@ -53,7 +59,13 @@ class FailureRule:
             "status": self.status,
             "times": self.times,
             "hits": self.hits,
+            "delay_s": self.delay_s,
         }
+
+    @property
+    def fails(self) -> bool:
+        """False for a rule that only delays (status 0)."""
+        return self.status != 0
 
 
 class FailureInjector:
@@ -64,9 +76,17 @@ class FailureInjector:
         self._mutex = threading.Lock()
 
     def add(
-        self, method: str, path: str, status: int = 500, times: int = 1, message: str | None = None
+        self,
+        method: str,
+        path: str,
+        status: int = 500,
+        times: int = 1,
+        message: str | None = None,
+        delay_s: float = 0.0,
     ) -> FailureRule:
-        rule = FailureRule(method.upper(), path, status, times, message)
+        if status == 0 and delay_s <= 0:
+            raise ValueError("a rule with status 0 only delays requests: give it a delay_s > 0")
+        rule = FailureRule(method.upper(), path, status, times, message, delay_s)
         with self._mutex:
             self._rules.append(rule)
         return rule

@@ -182,10 +182,17 @@ class FakeKubeHandle:
             time.sleep(0.05)
 
     def fail_next(
-        self, method: str, path: str, status: int = 500, times: int = 1, message: str | None = None
+        self,
+        method: str,
+        path: str,
+        status: int = 500,
+        times: int = 1,
+        message: str | None = None,
+        delay_s: float = 0.0,
     ) -> FailureRule:
-        """Fail the next ``times`` requests ``method path`` (``path`` may be a glob, ``method`` ``*``)."""
-        return self._server.emulator.failures.add(method, path, status, times, message)
+        """Fail the next ``times`` requests ``method path`` (``path`` may be a glob, ``method`` ``*``);
+        with ``delay_s``, answer that late (``status`` 0: then serve them normally)."""
+        return self._server.emulator.failures.add(method, path, status, times, message, delay_s)
 
     def clear_failures(self) -> None:
         self._server.emulator.failures.clear()

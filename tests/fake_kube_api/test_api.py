@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -270,3 +272,25 @@ def test_namespaces_nodes_and_version_are_served(core: client.CoreV1Api) -> None
     assert core.read_namespace("mlops").metadata.labels["kubernetes.io/metadata.name"] == "mlops"
     assert [n.metadata.name for n in core.list_node().items] == ["fake-node"]
     assert client.VersionApi(core.api_client).get_code().major == "1"
+
+
+def test_injected_delays_answer_late_then_serve_or_fail(
+    fake_kube: FakeKubeHandle, apps: client.AppsV1Api
+) -> None:
+    apps.create_namespaced_deployment(NS, deployment("web"))
+    path = "/apis/apps/v1/namespaces/default/deployments/web/scale"
+    fake_kube.fail_next("PATCH", path, status=0, delay_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):  # the client gives up; the write still lands
+        apps.patch_namespaced_deployment_scale("web", NS, {"spec": {"replicas": 3}}, _request_timeout=0.1)
+    assert fake_kube.wait_for(DEPLOYMENTS, "web", lambda d: d["spec"]["replicas"] == 3, timeout=5)
+    assert time.monotonic() - started >= 0.5
+    fake_kube.fail_next("GET", "/apis/apps/v1/namespaces/default/deployments/web", status=503, delay_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(ApiException) as slow_failure:
+        apps.read_namespaced_deployment("web", NS)
+    assert slow_failure.value.status == 503
+    assert time.monotonic() - started >= 0.2
+    assert apps.read_namespaced_deployment("web", NS).spec.replicas == 3
+    with pytest.raises(ValueError, match="delay_s"):
+        fake_kube.fail_next("GET", path, status=0)
