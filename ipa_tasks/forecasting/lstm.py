@@ -8,6 +8,7 @@ trains to the same weights on every run of the same machine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,9 +70,19 @@ class LstmForecaster:
 
 
 def train_lstm(
-    inputs: np.ndarray, targets: np.ndarray, *, epochs: int = 30, batch_size: int = 64, seed: int = 7
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    *,
+    epochs: int = 30,
+    batch_size: int = 64,
+    seed: int = 7,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> LstmForecaster:
-    """Fit on windows from :func:`~ipa_tasks.forecasting.windows.training_windows`."""
+    """Fit on windows from :func:`~ipa_tasks.forecasting.windows.training_windows`.
+
+    ``on_epoch(epoch, loss)`` is called after every epoch (1-based) with its mean training loss (MSE on the
+    scaled values), for progress reports; it does not change what is trained.
+    """
     if len(inputs) == 0 or len(inputs) != len(targets):
         raise ValueError(f"need as many targets as input windows, got {len(inputs)} and {len(targets)}")
     torch.manual_seed(seed)
@@ -85,12 +96,16 @@ def train_lstm(
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
         generator = torch.Generator().manual_seed(seed)
         model.train()
-        for _ in range(epochs):
+        for epoch in range(1, epochs + 1):
+            total = 0.0
             for batch in torch.randperm(len(x), generator=generator).split(batch_size):
                 optimizer.zero_grad()
                 loss = nn.functional.mse_loss(model(x[batch]), y[batch])
                 loss.backward()
                 optimizer.step()
+                total += float(loss.detach()) * len(batch)
+            if on_epoch is not None:
+                on_epoch(epoch, total / len(x))
     finally:
         torch.set_num_threads(previous_threads)
     return LstmForecaster(model=model, scale=scale, buckets=x.shape[1])
