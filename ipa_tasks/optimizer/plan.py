@@ -107,7 +107,7 @@ class Plan:
         data["capacity_rps"] = self.capacity_rps
         if self.terms is not None:
             data["terms"]["objective"] = self.terms.objective
-        return _finite(data)
+        return json_safe(data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
@@ -148,12 +148,12 @@ class Plan:
         return cls.from_dict(data, str(path))
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no infinity or NaN; write them as null."""
+def json_safe(value: Any) -> Any:
+    """JSON has no infinity or NaN; write them as null (in nested dicts, lists and tuples too)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value

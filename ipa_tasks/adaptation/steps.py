@@ -1,0 +1,230 @@
+"""The steps of one adaptation tick of one pipeline, as the ``ipa_adapt`` DAG's tasks run them.
+
+Each step takes the tick so far (a JSON-safe dict that travels through XCom) and returns it with its own
+part added, and says in plain words what it saw and did. A step that cannot do its part (a target that
+cannot be read, a pipeline without a profile) adds an ``error`` and the later steps pass the tick on
+untouched, so the record step still records the tick and then fails it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ipa_tasks.actuation.config import config_from_dict, config_of, config_to_dict, plan_steps
+from ipa_tasks.actuation.local import LocalFileTarget
+from ipa_tasks.actuation.target import ApplyReport, Target, TargetError, apply_change
+from ipa_tasks.adaptation.planning import planner_for, running_plan
+from ipa_tasks.adaptation.state import LoopState, read_state, write_state
+from ipa_tasks.kubernetes_connection import KUBERNETES_CONNECTION
+from ipa_tasks.monitoring import LoadObservation, observe, source_from_config
+from ipa_tasks.optimizer.plan import Plan
+from ipa_tasks.profiles import ProfileError
+from ipa_tasks.settings import Settings
+from ipa_tasks.spec import SpecError, load_spec, resolve_spec_path
+
+Log = Callable[[str], object]
+Tick = dict[str, Any]
+PROMETHEUS_URL_VARIABLE = "IPA_PROMETHEUS_URL"
+TARGETS = ("auto", "local", "kubernetes")
+
+
+@dataclass(frozen=True)
+class TickOptions:
+    """How a tick observes, forecasts, solves and applies (the DAG's params)."""
+
+    policy: str = "ipa"
+    solver: str = "auto"
+    forecaster: str = "lstm"
+    history_s: int = 120
+    """Seconds of load history the forecaster sees (IPA: 2 minutes)."""
+    horizon_s: int = 40
+    """The forecast covers the adaptation interval plus the time a change takes to land."""
+    fallback_margin: float = 0.2
+    """Added to the last known load when the load cannot be observed."""
+    load_source: dict[str, Any] = field(default_factory=dict)
+    """``monitoring.source_from_config`` settings; empty: Prometheus if IPA_PROMETHEUS_URL is set, else the
+    local runtime's request counts."""
+    target: str = "auto"
+    dry_run: bool = False
+    ready_timeout_s: float = 15.0
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TickOptions:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in known})
+
+
+def pipelines_to_adapt(spec_refs: list[str]) -> list[Tick]:
+    """One tick per pipeline (spec name or file); a broken spec stops the run here, naming file and field."""
+    ticks = []
+    for ref in spec_refs:
+        path = resolve_spec_path(ref)
+        spec = load_spec(path)
+        ticks.append({"pipeline": spec.name, "spec": str(path.resolve())})
+    return ticks
+
+
+def load_source_config(configured: Mapping[str, Any]) -> dict[str, Any]:
+    if configured:
+        return dict(configured)
+    url = os.environ.get(PROMETHEUS_URL_VARIABLE)
+    return {"kind": "prometheus", "url": url} if url else {"kind": "local"}
+
+
+def observe_load(
+    settings: Settings, tick: Tick, options: TickOptions, log: Log, now: float | None = None
+) -> Tick:
+    start = time.perf_counter()
+    pipeline = tick["pipeline"]
+    state = read_state(settings.home, pipeline)
+    try:
+        source = source_from_config(load_source_config(options.load_source), pipeline, settings.home)
+    except ValueError as exc:
+        return {**tick, "error": f"observe: {exc}"}
+    observation = observe(
+        source,
+        options.history_s,
+        last_known_rps=state.last_known_rps,
+        margin=options.fallback_margin,
+        now=now,
+    )
+    log(observation.message)
+    if not observation.fallback and len(observation.rates):
+        write_state(settings.home, pipeline, LoopState(float(observation.rates.max()), now or time.time()))
+    return {**tick, "observation": observation.to_dict(), "observe_s": time.perf_counter() - start}
+
+
+def forecast_load(settings: Settings, tick: Tick, options: TickOptions, log: Log) -> Tick:
+    from ipa_tasks.forecasting.registry import default_cache_dir, forecaster_by_name
+
+    if "error" in tick:
+        return tick
+    start = time.perf_counter()
+    observation = LoadObservation.from_dict(tick["observation"])
+    if len(observation.rates) == 0:
+        log("no load is known, so there is nothing to forecast: the running configuration stays")
+        return {**tick, "forecast": None, "forecast_s": time.perf_counter() - start}
+    forecaster, note = forecaster_by_name(
+        options.forecaster,
+        horizon_s=options.horizon_s,
+        tracking_uri=settings.tracking_uri,
+        cache_dir=default_cache_dir(settings),
+    )
+    if note:
+        log(note)
+    rps = float(forecaster.predict(observation.rates))
+    log(
+        f"forecast: peak {rps:.2f} requests/s over the next {options.horizon_s} s ({forecaster.name}; "
+        f"the last {len(observation.rates)} s peaked at {observation.rates.max():.2f})"
+    )
+    forecast = {"rps": rps, "forecaster": forecaster.name, "note": note, "horizon_s": options.horizon_s}
+    return {**tick, "forecast": forecast, "forecast_s": time.perf_counter() - start}
+
+
+def make_target(kind: str, settings: Settings, connection_exists: Callable[[], bool]) -> Target:
+    """``auto`` is Kubernetes when the ``ipa_kubernetes`` connection exists, else the local target."""
+    if kind not in TARGETS:
+        raise ValueError(f"unknown target {kind!r}; choose one of {', '.join(TARGETS)}")
+    if kind == "kubernetes" or (kind == "auto" and connection_exists()):
+        from ipa_tasks.actuation.kubernetes import KubernetesTarget
+
+        return KubernetesTarget(KUBERNETES_CONNECTION)
+    return LocalFileTarget(settings.home)
+
+
+def decide(settings: Settings, tick: Tick, options: TickOptions, target: Target, log: Log) -> Tick:
+    """Solve for the forecast load and diff the plan against what runs."""
+    if "error" in tick:
+        return tick
+    start = time.perf_counter()
+    try:
+        planner, profile_source = planner_for(tick["spec"], settings.profile_store)
+        running = target.read(planner.spec)
+    except (SpecError, ProfileError, TargetError) as exc:
+        log(f"cannot plan: {exc}")
+        return {**tick, "error": f"decide: {exc}"}
+    decided = {**tick, "target": target.name, "running": config_to_dict(running)}
+    if tick.get("forecast") is None:
+        return {**decided, "plan": None, "steps": [], "decide_s": time.perf_counter() - start}
+    plan = planner.plan(
+        tick["forecast"]["rps"],
+        options.policy,
+        current=running_plan(planner.spec, running),
+        solver=options.solver,  # type: ignore[arg-type]
+    )
+    steps = plan_steps(running, config_of(plan))
+    log(f"planned from the {profile_source}")
+    log(describe_plan(plan))
+    if steps:
+        log(f"{len(steps)} step(s) from what runs on {target.name}:")
+        for step in steps:
+            log(f"  {step.describe()}")
+    else:
+        log(f"the plan is what runs on {target.name}: nothing to change")
+    return {
+        **decided,
+        "plan": plan.to_dict(),
+        "profile_source": profile_source,
+        "steps": [s.to_dict() for s in steps],
+        "decide_s": time.perf_counter() - start,
+    }
+
+
+def describe_plan(plan: Plan) -> str:
+    """One paragraph: what each stage runs, the objective terms, the solver, and why if degraded."""
+    stages = "; ".join(
+        f"{s.stage} {s.variant} batch {s.batch_size} x{s.replicas} ({s.cores} core(s)), {s.latency_s:.3f} s"
+        for s in plan.stages
+    )
+    text = f"plan at {plan.load_rps:.2f} requests/s ({plan.policy}, {plan.status}): {stages}"
+    text += f"; end to end {plan.latency_s:.3f} s of SLA {plan.sla_s:g} s, {plan.total_cores} cores"
+    if plan.terms is not None:
+        t = plan.terms
+        text += (
+            f"; objective {t.objective:.4g} = accuracy term {t.accuracy_term:.4g} (pipeline accuracy "
+            f"{t.accuracy:.4f}) - cost {t.cost_term:.4g} - batch {t.batch_term:.3g} "
+            f"- change {t.change_term:.3g}"
+        )
+    text += f"; solver {plan.solver} in {plan.decision_time_s * 1000:.1f} ms"
+    if plan.degraded:
+        text += f". DEGRADED: {plan.reason}"
+    for note in plan.notes:
+        text += f". Note: {note}"
+    return text
+
+
+def apply_plan(settings: Settings, tick: Tick, options: TickOptions, target: Target, log: Log) -> Tick:
+    """Apply the decided plan (unless dry run), verify it, and say what runs afterwards."""
+    if "error" in tick:
+        return tick
+    if tick.get("plan") is None:
+        report = ApplyReport("unchanged", (), message="no plan this tick: nothing applied")
+        return {**tick, "apply": report.to_dict()}
+    spec = load_spec(tick["spec"])
+    desired = config_of(Plan.from_dict(tick["plan"]))
+    try:
+        running = target.read(spec)
+    except TargetError as exc:
+        log(f"cannot read {target.name} before applying, nothing was changed: {exc}")
+        return {**tick, "error": f"apply: {exc}"}
+    if running != config_from_dict(tick["running"]):
+        log(f"what runs changed since the plan was made; applying the plan against {config_to_dict(running)}")
+    report = apply_change(
+        target,
+        spec,
+        running,
+        desired,
+        dry_run=options.dry_run,
+        ready_timeout_s=options.ready_timeout_s,
+        log=log,
+    )
+    if report.status == "unchanged":
+        log("nothing to change: no write to the target")
+    tick = {**tick, "apply": report.to_dict()}
+    if report.status in ("rolled_back", "inconsistent"):
+        tick["error"] = f"apply: {report.message}"
+    return tick

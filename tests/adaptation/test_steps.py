@@ -1,0 +1,127 @@
+"""The tick's steps on the embedded default (local target, local request counts), without Airflow."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from ipa_tasks.actuation.local import LocalFileTarget
+from ipa_tasks.adaptation.state import read_state
+from ipa_tasks.adaptation.steps import (
+    TickOptions,
+    apply_plan,
+    decide,
+    forecast_load,
+    load_source_config,
+    make_target,
+    observe_load,
+    pipelines_to_adapt,
+)
+from ipa_tasks.monitoring import append_rates
+from ipa_tasks.settings import Settings
+from ipa_tasks.spec import SpecError
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "ipa", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def counts(settings: Settings, rps: int, now: int) -> None:
+    path = settings.home / "serving" / "digit-strips" / "requests.csv"
+    append_rates(path, {s: rps for s in range(now - 130, now)})
+
+
+OPTIONS = TickOptions(forecaster="window-max", target="local")
+
+
+def tick_until_decided(settings: Settings, now: int, log=print) -> dict:
+    (tick,) = pipelines_to_adapt(["digit-strips"])
+    tick = observe_load(settings, tick, OPTIONS, log, now=now)
+    tick = forecast_load(settings, tick, OPTIONS, log)
+    return decide(settings, tick, OPTIONS, LocalFileTarget(settings.home), log)
+
+
+def test_a_broken_spec_stops_the_run_naming_the_file(tmp_path: Path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\nsla_s: -1\nstages: []\n")
+    with pytest.raises(SpecError, match=r"broken\.yaml: sla_s"):
+        pipelines_to_adapt([str(broken)])
+
+
+def test_observed_load_is_forecast_planned_and_remembered(settings: Settings):
+    now = int(time.time())
+    counts(settings, 40, now)
+    lines: list[str] = []
+    tick = tick_until_decided(settings, now, lines.append)
+    assert tick["forecast"]["rps"] == 40 and tick["forecast"]["forecaster"] == "window-max"
+    assert tick["plan"]["load_rps"] == 40 and [s["kind"] for s in tick["steps"]] == ["create", "create"]
+    assert read_state(settings.home, "digit-strips").last_known_rps == 40
+    assert any(line.startswith("plan at 40.00 requests/s (ipa, optimal)") for line in lines)
+    assert any("profile shipped with the spec" in line for line in lines)
+
+
+def test_an_unreachable_source_plans_for_the_last_known_load_with_a_margin(settings: Settings):
+    now = int(time.time())
+    counts(settings, 50, now)
+    tick_until_decided(settings, now)
+    # Two minutes later the router has written nothing: the file is stale.
+    tick = tick_until_decided(settings, now + 120)
+    assert tick["observation"]["fallback"] is True
+    assert tick["forecast"]["rps"] == pytest.approx(50 * 1.2)
+
+
+def test_with_no_load_ever_known_the_running_configuration_stays(settings: Settings):
+    lines: list[str] = []
+    tick = tick_until_decided(settings, int(time.time()), lines.append)
+    assert tick["forecast"] is None and tick["plan"] is None and tick["steps"] == []
+    applied = apply_plan(settings, tick, OPTIONS, LocalFileTarget(settings.home), lines.append)
+    assert applied["apply"]["status"] == "unchanged"
+    assert LocalFileTarget(settings.home).read(pipelines_spec()) == {}
+
+
+def pipelines_spec():
+    from ipa_tasks.spec import load_spec, resolve_spec_path
+
+    return load_spec(resolve_spec_path("digit-strips"))
+
+
+def test_applying_twice_changes_nothing_the_second_time(settings: Settings):
+    now = int(time.time())
+    counts(settings, 40, now)
+    target = LocalFileTarget(settings.home)
+    first = apply_plan(settings, tick_until_decided(settings, now), OPTIONS, target, print)
+    assert first["apply"]["status"] == "applied"
+    second = tick_until_decided(settings, now)
+    assert second["steps"] == []
+    assert apply_plan(settings, second, OPTIONS, target, print)["apply"]["status"] == "unchanged"
+
+
+def test_a_target_that_cannot_be_read_is_an_error_of_the_tick_not_a_crash(settings: Settings):
+    now = int(time.time())
+    counts(settings, 40, now)
+    running = settings.home / "serving" / "digit-strips" / "running.json"
+    running.write_text("{broken")
+    tick = tick_until_decided(settings, now)
+    assert tick["error"].startswith("decide:") and "running.json" in tick["error"]
+    assert apply_plan(settings, tick, OPTIONS, LocalFileTarget(settings.home), print) == tick
+
+
+def test_the_load_source_and_target_default_to_the_embedded_ones(settings: Settings, monkeypatch):
+    monkeypatch.delenv("IPA_PROMETHEUS_URL", raising=False)
+    assert load_source_config({}) == {"kind": "local"}
+    monkeypatch.setenv("IPA_PROMETHEUS_URL", "http://127.0.0.1:9090")
+    assert load_source_config({}) == {"kind": "prometheus", "url": "http://127.0.0.1:9090"}
+    assert load_source_config({"kind": "local", "path": "x.csv"})["path"] == "x.csv"
+    assert isinstance(make_target("auto", settings, lambda: False), LocalFileTarget)
+    assert make_target("auto", settings, lambda: True).name.startswith("kubernetes")
+    with pytest.raises(ValueError, match="unknown target"):
+        make_target("docker", settings, lambda: False)
+
+
+def test_options_come_from_the_dag_params_and_ignore_the_rest():
+    options = TickOptions.from_params({"policy": "rim", "dry_run": True, "pipelines": ["x"]})
+    assert options.policy == "rim" and options.dry_run and math.isclose(options.fallback_margin, 0.2)
