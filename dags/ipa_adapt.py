@@ -3,11 +3,13 @@
 
 Each run is one tick per pipeline (mapped tasks, one per pipeline):
 
-1. **observe** the per-second request rate of the last `history_s` seconds (Prometheus when
-   `IPA_PROMETHEUS_URL` is set, else the local serving runtime's counts; a gap is filled, an unreachable
-   source falls back to the last known load plus `fallback_margin`, and no known load keeps what runs);
+1. **observe** the per-second request rate of the last `history_s` seconds from the `load_source` param,
+   else the Variable `ipa_load_source` (the same JSON), else Prometheus when `IPA_PROMETHEUS_URL` is set,
+   else the local serving runtime's counts; a gap is filled, an unreachable source falls back to the last
+   known load plus `fallback_margin`, and no known load keeps what runs;
 2. **forecast** its peak over the next `horizon_s` seconds (the interval plus the time a change takes to
-   land) with the registered LSTM or a baseline;
+   land) with the registered LSTM or a baseline, plus `forecast_margin` (10 %: the LSTM forecasts the
+   expected peak and would fall short of the actual one in about a third of the windows);
 3. **plan**: solve the integer program for that load with the published profile and diff the plan against
    what runs now;
 4. **apply** only what changed, in a safe order (scale out, then switch variants, then batch sizes, then
@@ -44,6 +46,7 @@ def _options():
 
     params = dict(get_current_context()["params"])
     params["dry_run"] = params["dry_run"] or Variable.get("ipa_adapt_dry_run", "false").lower() == "true"
+    params["load_source_variable"] = Variable.get("ipa_load_source", "")
     return TickOptions.from_params(params)
 
 
@@ -81,6 +84,7 @@ def _target(options):
         "forecaster": Param("lstm", enum=FORECASTERS, description="lstm: the registered champion"),
         "history_s": Param(120, type="integer", minimum=10, maximum=3600, description="seconds observed"),
         "horizon_s": Param(40, type="integer", minimum=1, maximum=3600, description="seconds forecast"),
+        "forecast_margin": Param(0.1, type="number", minimum=0, description="added to every forecast"),
         "fallback_margin": Param(0.2, type="number", minimum=0, description="added to the last known load"),
         "load_source": Param(
             {}, type="object", description='{} (auto), {"kind": "prometheus", "url": ...}, {"kind": "local"}'

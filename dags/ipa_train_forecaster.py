@@ -22,18 +22,15 @@ Twitter trace); days are `[first, last)`, 0-based.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from ipa_tasks.forecasting.trace_location import default_trace_path
+
 DAG_ID = Path(__file__).stem
-# Same rule as ipa_tasks.forecasting.training.default_trace_path, kept here so that parsing this file imports
-# neither numpy nor torch (a test checks that the two agree).
-DEFAULT_TRACE = os.environ.get("IPA_TWITTER_TRACE") or str(
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "twitter-trace" / "requests_per_second.csv.gz"
-)
+DEFAULT_TRACE = str(default_trace_path())
 _day_span = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2}
 
 

@@ -8,28 +8,31 @@ untouched, so the record step still records the tick and then fails it.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+# Only light modules here: each step runs in a task process of its own, every 30 s, and imports what it
+# alone needs (the optimizer, pandas, MLflow, torch and the Kubernetes client cost seconds together).
 from ipa_tasks.actuation.config import config_from_dict, config_of, config_to_dict, plan_steps
 from ipa_tasks.actuation.local import LocalFileTarget
 from ipa_tasks.actuation.target import ApplyReport, Target, TargetError, apply_change
-from ipa_tasks.adaptation.planning import planner_for, running_plan
 from ipa_tasks.adaptation.state import LoopState, read_state, write_state
 from ipa_tasks.kubernetes_connection import KUBERNETES_CONNECTION
-from ipa_tasks.monitoring import LoadObservation, observe, source_from_config
 from ipa_tasks.optimizer.plan import Plan
-from ipa_tasks.profiles import ProfileError
 from ipa_tasks.settings import Settings
 from ipa_tasks.spec import SpecError, load_spec, resolve_spec_path
 
 Log = Callable[[str], object]
 Tick = dict[str, Any]
 PROMETHEUS_URL_VARIABLE = "IPA_PROMETHEUS_URL"
+LOAD_SOURCE_VARIABLE = "ipa_load_source"
 TARGETS = ("auto", "local", "kubernetes")
+CHAMPION_RECHECK_S = 300.0
+"""How long a tick trusts the registered forecaster it last looked up before asking MLflow again."""
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,17 @@ class TickOptions:
     """Seconds of load history the forecaster sees (IPA: 2 minutes)."""
     horizon_s: int = 40
     """The forecast covers the adaptation interval plus the time a change takes to land."""
+    forecast_margin: float = 0.1
+    """Added to every forecast: the LSTM forecasts the expected peak, so without a margin it falls short of
+    the actual peak in about a third of the windows (``docs/adaptation.md``)."""
     fallback_margin: float = 0.2
     """Added to the last known load when the load cannot be observed."""
     load_source: dict[str, Any] = field(default_factory=dict)
-    """``monitoring.source_from_config`` settings; empty: Prometheus if IPA_PROMETHEUS_URL is set, else the
-    local runtime's request counts."""
+    """``monitoring.source_from_config`` settings; empty: the Airflow Variable ``ipa_load_source`` (the same
+    settings as JSON) if set, else Prometheus if IPA_PROMETHEUS_URL is set, else the local runtime's
+    request counts."""
+    load_source_variable: str = ""
+    """The Variable's text, read by the DAG."""
     target: str = "auto"
     dry_run: bool = False
     ready_timeout_s: float = 15.0
@@ -68,9 +77,19 @@ def pipelines_to_adapt(spec_refs: list[str]) -> list[Tick]:
     return ticks
 
 
-def load_source_config(configured: Mapping[str, Any]) -> dict[str, Any]:
+def load_source_config(configured: Mapping[str, Any], variable: str = "") -> dict[str, Any]:
+    """The load source's settings: the param, else the Variable, else the environment (``TickOptions``)."""
     if configured:
         return dict(configured)
+    if variable.strip():
+        try:
+            data = json.loads(variable)
+        except ValueError as exc:
+            raise ValueError(f"the Airflow Variable {LOAD_SOURCE_VARIABLE} is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            variable_name = f"the Airflow Variable {LOAD_SOURCE_VARIABLE}"
+            raise ValueError(f"{variable_name} must be a JSON object, got {data!r}")
+        return data
     url = os.environ.get(PROMETHEUS_URL_VARIABLE)
     return {"kind": "prometheus", "url": url} if url else {"kind": "local"}
 
@@ -78,11 +97,14 @@ def load_source_config(configured: Mapping[str, Any]) -> dict[str, Any]:
 def observe_load(
     settings: Settings, tick: Tick, options: TickOptions, log: Log, now: float | None = None
 ) -> Tick:
+    from ipa_tasks.monitoring import observe, source_from_config
+
     start = time.perf_counter()
     pipeline = tick["pipeline"]
     state = read_state(settings.home, pipeline)
     try:
-        source = source_from_config(load_source_config(options.load_source), pipeline, settings.home)
+        config = load_source_config(options.load_source, options.load_source_variable)
+        source = source_from_config(config, pipeline, settings.home)
     except ValueError as exc:
         return {**tick, "error": f"observe: {exc}"}
     observation = observe(
@@ -100,6 +122,7 @@ def observe_load(
 
 def forecast_load(settings: Settings, tick: Tick, options: TickOptions, log: Log) -> Tick:
     from ipa_tasks.forecasting.registry import default_cache_dir, forecaster_by_name
+    from ipa_tasks.monitoring import LoadObservation
 
     if "error" in tick:
         return tick
@@ -113,15 +136,24 @@ def forecast_load(settings: Settings, tick: Tick, options: TickOptions, log: Log
         horizon_s=options.horizon_s,
         tracking_uri=settings.tracking_uri,
         cache_dir=default_cache_dir(settings),
+        margin=options.forecast_margin,
+        recheck_s=CHAMPION_RECHECK_S,
     )
     if note:
         log(note)
     rps = float(forecaster.predict(observation.rates))
     log(
-        f"forecast: peak {rps:.2f} requests/s over the next {options.horizon_s} s ({forecaster.name}; "
-        f"the last {len(observation.rates)} s peaked at {observation.rates.max():.2f})"
+        f"forecast: peak {rps:.2f} requests/s over the next {options.horizon_s} s ({forecaster.name}, "
+        f"margin {options.forecast_margin:.0%}; the last {len(observation.rates)} s peaked at "
+        f"{observation.rates.max():.2f})"
     )
-    forecast = {"rps": rps, "forecaster": forecaster.name, "note": note, "horizon_s": options.horizon_s}
+    forecast = {
+        "rps": rps,
+        "forecaster": forecaster.name,
+        "note": note,
+        "horizon_s": options.horizon_s,
+        "margin": options.forecast_margin,
+    }
     return {**tick, "forecast": forecast, "forecast_s": time.perf_counter() - start}
 
 
@@ -138,6 +170,9 @@ def make_target(kind: str, settings: Settings, connection_exists: Callable[[], b
 
 def decide(settings: Settings, tick: Tick, options: TickOptions, target: Target, log: Log) -> Tick:
     """Solve for the forecast load and diff the plan against what runs."""
+    from ipa_tasks.adaptation.planning import planner_for, running_plan
+    from ipa_tasks.profiles import ProfileError
+
     if "error" in tick:
         return tick
     start = time.perf_counter()

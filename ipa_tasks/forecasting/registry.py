@@ -25,6 +25,7 @@ Importing this module does not import torch (only loading an LSTM does), so aski
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ipa_tasks.atomic_files import atomic_write_text
 from ipa_tasks.forecasting.baselines import Forecaster, WindowMax
 from ipa_tasks.forecasting.trace import load_trace
 from ipa_tasks.forecasting.training import (
@@ -69,6 +71,7 @@ TRAINING_KIND = "forecaster-training"
 MODEL_DIR = "model"
 MODEL_FILE = "lstm.pt"
 INFO_FILE = "forecaster.json"
+CHAMPION_FILE = "champion.json"
 FORECASTER_NAMES = ("lstm", *BASELINE_NAMES)
 
 
@@ -144,17 +147,65 @@ class LoadedForecaster:
 
 
 def load_champion(
-    tracking_uri: str, cache_dir: Path, name: str = FORECASTER_MODEL
+    tracking_uri: str, cache_dir: Path, name: str = FORECASTER_MODEL, *, recheck_s: float = 0.0
 ) -> LoadedForecaster | None:
-    """The ``champion`` version with what was recorded with it; None when nothing is registered."""
+    """The ``champion`` version with what was recorded with it; None when nothing is registered.
+
+    With ``recheck_s`` > 0, a champion resolved less than that long ago (against the same store) is taken
+    from the cache without asking the registry: the adaptation loop runs every 30 s in fresh processes,
+    and importing MLflow to ask costs more than the rest of the forecast. A newly registered champion is
+    then picked up within ``recheck_s`` (at once on the machine that registered it, see
+    :func:`evaluate_and_register`).
+    """
+    cache_dir = Path(cache_dir)
+    if recheck_s > 0:
+        remembered = _remembered_champion(cache_dir, tracking_uri, name, recheck_s)
+        if remembered is not None:
+            version = remembered["version"]
+            return None if version is None else _loaded(cache_dir / str(version), str(version))
+    found = champion_version(mlflow_client(tracking_uri), name)
+    if found is None:
+        _remember_champion(cache_dir, tracking_uri, name, None, None)
+        return None
+    directory = _cached_files(found, tracking_uri, cache_dir)
+    _remember_champion(cache_dir, tracking_uri, name, str(found.version), found.run_id)
+    return _loaded(directory, str(found.version))
+
+
+def _loaded(directory: Path, version: str) -> LoadedForecaster:
     from ipa_tasks.forecasting.lstm import LstmForecaster
 
-    version = champion_version(mlflow_client(tracking_uri), name)
-    if version is None:
-        return None
-    directory = _cached_files(version, tracking_uri, Path(cache_dir))
     info = json.loads((directory / INFO_FILE).read_text())
-    return LoadedForecaster(LstmForecaster.load(directory / MODEL_FILE), str(version.version), info)
+    return LoadedForecaster(LstmForecaster.load(directory / MODEL_FILE), version, info)
+
+
+def _remembered_champion(cache_dir: Path, tracking_uri: str, name: str, recheck_s: float) -> dict | None:
+    """The champion as last resolved, if that was under ``recheck_s`` ago against the same store and its
+    files are still cached (``{"version": None}`` when nothing was registered then); else None."""
+    try:
+        data = json.loads((cache_dir / CHAMPION_FILE).read_text())
+        age = time.time() - float(data["checked_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if data.get("tracking_uri") != tracking_uri or data.get("name") != name or not 0 <= age < recheck_s:
+        return None
+    version = data.get("version")
+    if version is not None and not _cache_holds(cache_dir / str(version), data.get("run_id", "")):
+        return None
+    return data
+
+
+def _remember_champion(
+    cache_dir: Path, tracking_uri: str, name: str, version: str | None, run_id: str | None
+) -> None:
+    record = {"tracking_uri": tracking_uri, "name": name, "version": version, "run_id": run_id}
+    with contextlib.suppress(OSError):  # only a cache: the next load asks the registry again
+        atomic_write_text(cache_dir / CHAMPION_FILE, json.dumps({**record, "checked_at": time.time()}))
+
+
+def forget_champion(cache_dir: Path) -> None:
+    """Make the next load ask the registry (after a new champion was registered)."""
+    (Path(cache_dir) / CHAMPION_FILE).unlink(missing_ok=True)
 
 
 def load_registered_forecaster(
@@ -167,7 +218,13 @@ def load_registered_forecaster(
 
 
 def forecaster_by_name(
-    name: str, *, horizon_s: int, tracking_uri: str, cache_dir: Path, margin: float = 0.0
+    name: str,
+    *,
+    horizon_s: int,
+    tracking_uri: str,
+    cache_dir: Path,
+    margin: float = 0.0,
+    recheck_s: float = 0.0,
 ) -> tuple[Forecaster, str]:
     """The forecaster the adaptation loop asked for, and a plain-words note ("" if there is nothing to say).
 
@@ -180,7 +237,7 @@ def forecaster_by_name(
     if name != "lstm":
         raise ValueError(f"unknown forecaster {name!r}; choose one of {', '.join(FORECASTER_NAMES)}")
     try:
-        loaded = load_champion(tracking_uri, cache_dir)
+        loaded = load_champion(tracking_uri, cache_dir, recheck_s=recheck_s)
     except Exception as exc:  # the loop must keep deciding: a registry outage is not a reason to stop
         return WindowMax(margin=margin), (
             f"the registered LSTM ({FORECASTER_MODEL}@{CHAMPION}) could not be loaded ({exc}); "
@@ -319,6 +376,7 @@ def evaluate_and_register(
         version = champion.version if champion else None
         if decision.register:
             version = _register(client, name, run, config, by_name["lstm"])
+            forget_champion(cache_dir)
         tags = {
             "ipa.registered": str(decision.register).lower(),
             "ipa.registration_reason": reason,

@@ -29,7 +29,6 @@ the same model and must not churn the registry.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,16 +55,7 @@ BUCKET_S = 10
 SPAN_S = BUCKETS * BUCKET_S
 """The history every forecaster sees at a decision: 12 buckets of 10 s (IPA's LSTM input)."""
 UNDER_RATE_TOLERANCE = 0.02
-TRACE_VARIABLE = "IPA_TWITTER_TRACE"
-SHARED_TRACE = Path("shared") / "data" / "twitter-trace" / "requests_per_second.csv.gz"
 BASELINE_NAMES = ("last-value", "window-max", "ewma", "holt")
-
-
-def default_trace_path() -> Path:
-    """``$IPA_TWITTER_TRACE`` if set, else the shared trace beside the repository
-    (``<repo>/../shared/data/twitter-trace/requests_per_second.csv.gz``)."""
-    configured = os.environ.get(TRACE_VARIABLE)
-    return Path(configured) if configured else Path(__file__).resolve().parents[3] / SHARED_TRACE
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ipa_tasks.forecasting.trace import IPA_DAMPING, TraceError
+from ipa_tasks.forecasting.trace_location import default_trace_path
 from ipa_tasks.monitoring.prometheus import DEFAULT_PROMETHEUS_QUERY, PrometheusSource
 from ipa_tasks.monitoring.rate_file import RateFileSource
 from ipa_tasks.monitoring.source import LoadSource
@@ -34,7 +35,8 @@ def source_from_config(config: Mapping[str, Any], pipeline: str, home: Path) -> 
     query is used as written, with ``{pipeline}`` replaced by the pipeline's name;
     ``{"kind": "local", "path": ... (optional), "stale_after_s": ... (optional)}``, by default
     ``home/serving/<pipeline>/requests.csv``;
-    ``{"kind": "trace", "path": ..., "damping": 8, "start": 0, "t0": <unix time the replay began>}``.
+    ``{"kind": "trace", "path": ... (optional, default the Twitter trace), "damping": 8, "start": 0,
+    "t0": <unix time the replay began>}``.
     """
     if not isinstance(config, Mapping):
         raise ValueError(f"load source: expected a mapping with a 'kind', got {type(config).__name__}")
@@ -70,7 +72,7 @@ def _prometheus(fields: _Fields, pipeline: str) -> PrometheusSource:
 
 
 def _trace(fields: _Fields, home: Path) -> TraceReplaySource:
-    path = fields.path("path", home)
+    path = fields.path("path", home, required=False) or default_trace_path()
     damping = fields.integer("damping", default=IPA_DAMPING, minimum=1)
     start = fields.integer("start", default=0, minimum=0)
     t0 = fields.number("t0", positive=False)

@@ -35,7 +35,7 @@ def counts(settings: Settings, rps: int, now: int) -> None:
     append_rates(path, {s: rps for s in range(now - 130, now)})
 
 
-OPTIONS = TickOptions(forecaster="window-max", target="local")
+OPTIONS = TickOptions(forecaster="window-max", target="local", forecast_margin=0.0)
 
 
 def tick_until_decided(settings: Settings, now: int, log=print) -> dict:
@@ -62,6 +62,15 @@ def test_observed_load_is_forecast_planned_and_remembered(settings: Settings):
     assert read_state(settings.home, "digit-strips").last_known_rps == 40
     assert any(line.startswith("plan at 40.00 requests/s (ipa, optimal)") for line in lines)
     assert any("profile shipped with the spec" in line for line in lines)
+
+
+def test_the_forecast_margin_is_added_to_the_forecast(settings: Settings):
+    now = int(time.time())
+    counts(settings, 40, now)
+    (tick,) = pipelines_to_adapt(["digit-strips"])
+    options = TickOptions(forecaster="window-max", target="local", forecast_margin=0.25)
+    tick = forecast_load(settings, observe_load(settings, tick, options, print, now=now), options, print)
+    assert tick["forecast"]["rps"] == pytest.approx(50.0) and tick["forecast"]["margin"] == 0.25
 
 
 def test_an_unreachable_source_plans_for_the_last_known_load_with_a_margin(settings: Settings):
@@ -116,6 +125,13 @@ def test_the_load_source_and_target_default_to_the_embedded_ones(settings: Setti
     monkeypatch.setenv("IPA_PROMETHEUS_URL", "http://127.0.0.1:9090")
     assert load_source_config({}) == {"kind": "prometheus", "url": "http://127.0.0.1:9090"}
     assert load_source_config({"kind": "local", "path": "x.csv"})["path"] == "x.csv"
+    # The Variable comes before the environment, the param before both.
+    assert load_source_config({}, '{"kind": "local"}') == {"kind": "local"}
+    assert load_source_config({"kind": "trace", "t0": 1}, '{"kind": "local"}')["kind"] == "trace"
+    with pytest.raises(ValueError, match="ipa_load_source is not JSON"):
+        load_source_config({}, "{kind: local")
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        load_source_config({}, '["local"]')
     assert isinstance(make_target("auto", settings, lambda: False), LocalFileTarget)
     assert make_target("auto", settings, lambda: True).name.startswith("kubernetes")
     with pytest.raises(ValueError, match="unknown target"):

@@ -95,7 +95,12 @@ def run_tick(spec: Path, **conf):
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).dags["ipa_adapt"]
-    base = {"pipelines": [str(spec)], "forecaster": "window-max", "target": "kubernetes"}
+    base = {
+        "pipelines": [str(spec)],
+        "forecaster": "window-max",
+        "forecast_margin": 0.0,
+        "target": "kubernetes",
+    }
     base["ready_timeout_s"] = 5
     return dag.test(run_conf={**base, **conf})
 

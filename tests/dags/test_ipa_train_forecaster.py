@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ipa_tasks.forecasting.registry import CHAMPION, EXPERIMENT, FORECASTER_MODEL
-from ipa_tasks.forecasting.training import default_trace_path
+from ipa_tasks.forecasting.trace_location import default_trace_path
 from ipa_tasks.settings import current_settings
 from tests.forecasting.test_training import synthetic_trace
 

@@ -196,3 +196,30 @@ def test_asking_for_a_baseline_does_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-1000:]
+
+
+def test_within_the_recheck_interval_the_champion_comes_from_the_cache_without_asking_mlflow(
+    series, trained, untrained, model_name, tmp_path: Path, monkeypatch
+):
+    from ipa_tasks.forecasting import registry
+
+    uri = current_settings().tracking_uri
+    cache = tmp_path / "cache"
+    register(series, untrained, model_name, cache)
+    assert registry.load_champion(uri, cache, model_name, recheck_s=300).version == "1"
+
+    def no_registry(*args, **kwargs):
+        raise AssertionError("the registry must not be asked within the recheck interval")
+
+    monkeypatch.setattr(registry, "champion_version", no_registry)
+    assert registry.load_champion(uri, cache, model_name, recheck_s=300).version == "1"
+    with pytest.raises(AssertionError, match="must not be asked"):
+        registry.load_champion(uri, cache, model_name, recheck_s=0)  # no interval: always asks
+    monkeypatch.undo()
+
+    # Registering a better champion through the same cache forgets the pointer: picked up at once.
+    assert register(series, trained, model_name, cache).registered
+    assert registry.load_champion(uri, cache, model_name, recheck_s=300).version == "2"
+    # Another store's pointer is never taken for this one.
+    other_store = f"sqlite:///{tmp_path / 'other.db'}"
+    assert registry.load_champion(other_store, cache, model_name, recheck_s=300) is None

@@ -11,12 +11,12 @@ from ipa_tasks.forecasting.baselines import Ewma, Holt, LastValue, WindowMax
 from ipa_tasks.forecasting.evaluation import ForecastScore, score_forecasts
 from ipa_tasks.forecasting.lstm import LstmForecaster
 from ipa_tasks.forecasting.trace import SECONDS_PER_DAY
+from ipa_tasks.forecasting.trace_location import default_trace_path
 from ipa_tasks.forecasting.training import (
     SPAN_S,
     TrainingConfig,
     baseline_forecasters,
     best_of,
-    default_trace_path,
     evaluate,
     forecast_held_out,
     forecast_plot,

@@ -35,6 +35,13 @@ def test_a_custom_query_is_used_as_written_with_the_pipeline_filled_in(tmp_path)
     assert source.query == 'sum(rate(x{p="nlp"}[2s]))' and source.timeout_s == 2.0
 
 
+def test_a_trace_without_a_path_replays_the_twitter_trace(tmp_path, trace, monkeypatch):
+    monkeypatch.setenv("IPA_TWITTER_TRACE", str(trace))
+    source = source_from_config({"kind": "trace", "t0": T0, "start": 10}, "video", tmp_path)
+    assert isinstance(source, TraceReplaySource) and str(trace) in source.name
+    assert source.rates(3, T0 + 3).tolist() == [10.0, 11.0, 12.0]
+
+
 def test_local_reads_the_pipelines_file_under_home_unless_a_path_is_given(tmp_path):
     source = source_from_config({"kind": "local"}, "video", tmp_path)
     assert isinstance(source, RateFileSource)
@@ -72,7 +79,6 @@ def test_trace_replays_the_damped_trace(tmp_path, trace):
         ({"kind": "prometheus", "url": "http://p", "query": 3}, "'query' must be a non-empty string"),
         ({"kind": "local", "stale_after_s": "10"}, "'stale_after_s' must be a number, got '10'"),
         ({"kind": "local", "url": "http://p"}, "unknown field\\(s\\) 'url' for kind local"),
-        ({"kind": "trace", "t0": 1.0}, "'path' is required for kind trace"),
         ({"kind": "trace", "path": "TRACE"}, "'t0' is required for kind trace"),
         ({"kind": "trace", "path": "TRACE", "t0": True}, "'t0' must be a number"),
         (
