@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 # torch's CPU-only wheel: from a local wheel folder when there is one, else PyTorch's CPU index.
 FIND_LINKS ?= $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: demo test lint lock bench clean-venv variants profile airflow mlflow
+.PHONY: demo test lint lock bench clean-venv variants profile adapt train-forecaster fake-kube airflow mlflow
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (PYTHON=$(PYTHON))")'
@@ -46,6 +46,9 @@ AIRFLOW_ENV = PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW_HOME=$(CURDIR)/.airflow AIR
 	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
 	GX_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
 PROFILE_CONF ?= {}
+ADAPT_CONF ?= {}
+FORECASTER_CONF ?= {}
+FAKE_KUBE_PORT ?= 18080
 
 # Build, cache and register every demo variant (a few minutes the first time, seconds afterwards).
 variants: $(STAMP)
@@ -56,6 +59,22 @@ variants: $(STAMP)
 profile: $(STAMP)
 	@$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
 	$(AIRFLOW_ENV) $(BIN)/airflow dags test ipa_profile -c '$(PROFILE_CONF)'
+
+# One adaptation tick from the command line, e.g. make adapt ADAPT_CONF='{"pipelines": ["digit-strips"], "dry_run": true}'
+adapt: $(STAMP)
+	@$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
+	$(AIRFLOW_ENV) $(BIN)/airflow dags test ipa_adapt -c '$(ADAPT_CONF)'
+
+# Train the load forecaster on the Twitter trace and register it if it beats the champion (about 3 minutes).
+train-forecaster: $(STAMP)
+	@$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
+	$(AIRFLOW_ENV) $(BIN)/airflow dags test ipa_train_forecaster -c '$(FORECASTER_CONF)'
+
+# A fake Kubernetes API server with both demo pipelines' stages deployed, to try the Kubernetes target
+# without a cluster (see README, "Adapting on Kubernetes"). Stop it with Ctrl-C.
+fake-kube: $(STAMP)
+	$(BIN)/python -m ipa_tasks.fake_kube_api --port $(FAKE_KUBE_PORT) --kubeconfig .fake-kube/kubeconfig.yaml \
+		--seed digit-strips --seed language-routing
 
 # The Airflow UI (api-server, scheduler, dag-processor, triggerer) on http://127.0.0.1:$(AIRFLOW_PORT);
 # user admin, password printed at start-up and kept in .airflow/simple_auth_manager_passwords.json.generated

@@ -3,9 +3,10 @@ run under the real Airflow scheduler.
 
 Part 1 replays IPA's bursty Twitter window (``--start``, damped by 8, times ``--scale`` so that it spans
 the demo pipelines' range) through the local runtime's request-count file, as a router would write it,
-and runs the tick's steps in this process once per simulated interval, exactly as the DAG's tasks call
-them (a new planner every tick, as every task is a new process); plans are applied to the local target,
-so each diff is against the previous plan. Part 2 starts Airflow (api-server, scheduler, dag-processor;
+and runs the tick's steps in this process once per simulated interval, with the functions the DAG's tasks
+call (a new planner every tick, as in a task; but imports, torch and the MLflow store stay warm in one
+process, which part 2 does not spare); plans are applied to the local target, so each diff is against the
+previous plan. Part 2 starts Airflow (api-server, scheduler, dag-processor;
 LocalExecutor, SQLite, loopback) in a temporary home, feeds the request-count file with the same window,
 unpauses ``ipa_adapt`` and times its runs (start to end, from the REST API).
 
@@ -132,6 +133,8 @@ def in_process_ticks(
                 tick = observe_load(settings, tick, options, quiet, now=now)
                 tick = forecast_load(settings, tick, options, quiet)
                 tick = decide(settings, tick, options, target, quiet)
+                if "error" in tick or tick.get("plan") is None:
+                    raise RuntimeError(f"tick {tick_index} of {tick['pipeline']} made no plan: {tick}")
                 spec = load_spec(tick["spec"])
                 start = time.perf_counter()
                 desired = config_of(Plan.from_dict(tick["plan"]))
@@ -221,7 +224,8 @@ def scheduler_runs(
             deadline = 120 + args.scheduler_runs * (args.interval + 60)
             _wait(lambda: len(_finished(url)) >= args.scheduler_runs, deadline)
         _patch(f"{url}/api/v2/dags/ipa_adapt", {"is_paused": True})
-        return _finished(url)[: args.scheduler_runs]
+        runs = _finished(url)[: args.scheduler_runs]
+        return [{**run, "tasks": _task_seconds(url, run["run_id"])} for run in runs]
     finally:
         counts.stop.set()
         for process in processes:
@@ -246,6 +250,19 @@ def _patch(url: str, body: dict) -> None:
         url, data=json.dumps(body).encode(), method="PATCH", headers={"Content-Type": "application/json"}
     )
     urllib.request.urlopen(request, timeout=10).close()
+
+
+def _task_seconds(url: str, run_id: str) -> dict[str, float]:
+    """task id -> the longest of its (mapped) instances' durations, in seconds."""
+    from datetime import datetime
+
+    found = _get(f"{url}/api/v2/dags/ipa_adapt/dagRuns/{run_id}/taskInstances") or {}
+    seconds: dict[str, float] = {}
+    for ti in found.get("task_instances", []):
+        if ti.get("start_date") and ti.get("end_date"):
+            start, end = (datetime.fromisoformat(ti[k]) for k in ("start_date", "end_date"))
+            seconds[ti["task_id"]] = max(seconds.get(ti["task_id"], 0.0), (end - start).total_seconds())
+    return seconds
 
 
 def _finished(url: str) -> list[dict]:
@@ -342,6 +359,25 @@ def main(argv: list[str] | None = None) -> int:
                     "p95_s": _p95(walls),
                 }
             )
+            tasks = Table(title="ipa_adapt under the scheduler: seconds per task (slowest mapped instance)")
+            for column in ("task", "median s", "max s"):
+                tasks.add_column(column, justify="left" if column == "task" else "right")
+            steps = ("observe", "forecast", "plan", "apply", "record")
+            for task_id in ("select_pipelines", *(f"tick.{step}" for step in steps)):
+                values = [r["tasks"][task_id] for r in runs if task_id in r["tasks"]]
+                tasks.add_row(task_id, f"{_median(values):.2f}", f"{max(values, default=float('nan')):.2f}")
+                results.append(
+                    {
+                        "part": "scheduler",
+                        "pipeline": ",".join(PIPELINES),
+                        "forecaster": "lstm (DAG default)",
+                        "measure": f"task_{task_id}_s",
+                        "n": len(values),
+                        "median_s": _median(values),
+                        "p95_s": _p95(values),
+                    }
+                )
+            console.print(tasks)
             console.print(
                 f"ipa_adapt under the scheduler ({len(PIPELINES)} pipelines per run): median "
                 f"{_median(walls):.1f} s, p95 {_p95(walls):.1f} s, max {max(walls):.1f} s over {len(walls)} "

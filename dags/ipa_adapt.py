@@ -1,7 +1,8 @@
 """
 ### Adapt the pipelines to their load, every 30 seconds
 
-Each run is one tick per pipeline (mapped tasks, one per pipeline):
+Each run is one tick per pipeline (a mapped task group, one per pipeline; a pipeline that fails does not
+stop the others):
 
 1. **observe** the per-second request rate of the last `history_s` seconds from the `load_source` param,
    else the Variable `ipa_load_source` (the same JSON), else Prometheus when `IPA_PROMETHEUS_URL` is set,
@@ -30,24 +31,25 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import Asset, Param, Variable, dag, get_current_context, task
+from airflow.sdk import Asset, Param, Variable, dag, get_current_context, task, task_group
 
+from ipa_tasks.adaptation.choices import FORECASTERS, TARGETS
 from ipa_tasks.assets import PROFILES_ASSET_NAME, PROFILES_ASSET_URI
 from ipa_tasks.optimizer.choices import POLICIES, SOLVERS
 
 DAG_ID = Path(__file__).stem
 INTERVAL_S = int(os.environ.get("IPA_ADAPT_INTERVAL_S", "30"))
 PROFILES = Asset(name=PROFILES_ASSET_NAME, uri=PROFILES_ASSET_URI)
-FORECASTERS = ["lstm", "last-value", "window-max", "ewma", "holt"]
 
 
 def _options():
     from ipa_tasks.adaptation.steps import TickOptions
 
-    params = dict(get_current_context()["params"])
-    params["dry_run"] = params["dry_run"] or Variable.get("ipa_adapt_dry_run", "false").lower() == "true"
-    params["load_source_variable"] = Variable.get("ipa_load_source", "")
-    return TickOptions.from_params(params)
+    return TickOptions.from_params(
+        get_current_context()["params"],
+        dry_run_variable=Variable.get("ipa_adapt_dry_run", ""),
+        load_source_variable=Variable.get("ipa_load_source", ""),
+    )
 
 
 def _label(tick: dict) -> None:
@@ -81,15 +83,17 @@ def _target(options):
         ),
         "policy": Param("ipa", enum=list(POLICIES), description="ipa, or a baseline of the paper"),
         "solver": Param("auto", enum=list(SOLVERS), description="auto: Gurobi, HiGHS if Gurobi refuses"),
-        "forecaster": Param("lstm", enum=FORECASTERS, description="lstm: the registered champion"),
-        "history_s": Param(120, type="integer", minimum=10, maximum=3600, description="seconds observed"),
+        "forecaster": Param("lstm", enum=list(FORECASTERS), description="lstm: the registered champion"),
+        "history_s": Param(
+            120, type="integer", minimum=10, maximum=3600, description="seconds observed (the LSTM needs 120)"
+        ),
         "horizon_s": Param(40, type="integer", minimum=1, maximum=3600, description="seconds forecast"),
         "forecast_margin": Param(0.1, type="number", minimum=0, description="added to every forecast"),
         "fallback_margin": Param(0.2, type="number", minimum=0, description="added to the last known load"),
         "load_source": Param(
             {}, type="object", description='{} (auto), {"kind": "prometheus", "url": ...}, {"kind": "local"}'
         ),
-        "target": Param("auto", enum=["auto", "local", "kubernetes"], description="where plans are applied"),
+        "target": Param("auto", enum=list(TARGETS), description="where plans are applied"),
         "dry_run": Param(False, type="boolean", description="plan and record, apply nothing"),
         "ready_timeout_s": Param(15, type="number", minimum=0, description="wait for readiness"),
     },
@@ -153,8 +157,12 @@ def ipa_adapt() -> None:
             raise RuntimeError(f"{tick['pipeline']}: {tick['error']}")
         return row
 
-    ticks = select_pipelines()
-    record.expand(tick=apply.expand(tick=plan.expand(tick=forecast.expand(tick=observe.expand(tick=ticks)))))
+    # A mapped group: each pipeline's chain runs on its own, so one pipeline's failure stops only its tick.
+    @task_group
+    def tick(pipeline: dict) -> None:
+        record(apply(plan(forecast(observe(pipeline)))))
+
+    tick.expand(pipeline=select_pipelines())
 
 
 ipa_adapt()

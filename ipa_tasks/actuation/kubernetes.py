@@ -33,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from ipa_tasks.actuation.config import StageConfig, Step, step_problem
 from ipa_tasks.actuation.manifests import (
     BATCH_KEY,
+    CONFIG_MOUNT,
     CONTAINER,
     ENV_BATCH,
     ENV_THREADS,
@@ -42,12 +43,14 @@ from ipa_tasks.actuation.manifests import (
     cpu_resources,
     is_owned,
     label_value,
+    mounts_config_map,
     owner_selector,
     stage_object_name,
     variable_env,
 )
 from ipa_tasks.actuation.retries import Sleep, call_with_retries
 from ipa_tasks.actuation.target import TargetError
+from ipa_tasks.kubernetes_connection import KUBERNETES_CONNECTION
 from ipa_tasks.spec import PipelineSpec
 
 if TYPE_CHECKING:
@@ -56,7 +59,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Obj = dict[str, Any]
 
-DEFAULT_CONN_ID = "ipa_kubernetes"
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -80,7 +82,7 @@ class KubernetesTarget:
 
     def __init__(
         self,
-        conn_id: str = DEFAULT_CONN_ID,
+        conn_id: str = KUBERNETES_CONNECTION,
         *,
         namespace: str | None = None,
         request_timeout_s: float = 5.0,
@@ -190,6 +192,8 @@ class KubernetesTarget:
             if deployment is None:
                 continue
             config_map = config_maps.get(config_map_name(spec.name, stage))
+            if not mounts_config_map(deployment, spec.name, stage):
+                config_map = None  # the pods never see it: they batch as their environment says
             running[stage] = self._stage_config(stage, deployment, config_map)
         return running
 
@@ -245,6 +249,12 @@ class KubernetesTarget:
         if step.kind in ("scale_out", "scale_in"):
             self._scale(deployment, step.after.replicas)
         elif step.kind == "batch":
+            if not mounts_config_map(deployment, spec.name, step.stage):
+                raise TargetError(
+                    f"{self._where('deployment', deployment)} does not mount configmap "
+                    f"{config_map_name(spec.name, step.stage)} at {CONFIG_MOUNT}, so a batch-size change "
+                    "would not reach its pods; refusing it (install the chart's Deployment)"
+                )
             config_map = self._owned_config_map(spec, step.stage, required=True)
             assert config_map is not None
             self._set_batch(config_map, str(step.after.batch_size))

@@ -94,6 +94,23 @@ def is_owned(obj: Mapping[str, Any], pipeline: str, stage: str) -> bool:
     return all(labels.get(key) == value for key, value in wanted.items())
 
 
+def mounts_config_map(deployment: Mapping[str, Any], pipeline: str, stage: str) -> bool:
+    """Whether the Deployment's ``stage-server`` container mounts the stage's ConfigMap where the server
+    reads its batch size: only then does a change of the ConfigMap reach the pods."""
+    pod_spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    wanted = config_map_name(pipeline, stage)
+    volumes = {
+        volume.get("name")
+        for volume in pod_spec.get("volumes") or []
+        if (volume.get("configMap") or {}).get("name") == wanted
+    }
+    for container in pod_spec.get("containers") or []:
+        if container.get("name") == CONTAINER:
+            mounts = container.get("volumeMounts") or []
+            return any(m.get("name") in volumes and m.get("mountPath") == CONFIG_MOUNT for m in mounts)
+    return False
+
+
 def cpu_quantity(cores: int) -> str:
     return str(cores)
 

@@ -118,9 +118,11 @@ def apply_change(
     * ``dry_run``: the steps are logged, nothing is written;
     * every step done and the read-back equals ``desired``: ``applied`` (then the stages get up to
       ``ready_timeout_s`` to become ready; those that do not are reported, the change stays);
-    * a step fails: the steps already done are undone in reverse order and the target is read back:
-      ``rolled_back`` when it runs ``current`` again, else ``inconsistent``, with what runs (or that it
-      could not be read) in the message.
+    * a step fails (a :class:`TargetError`, or anything else a target raises): the failed step and the
+      steps already done are undone, newest first, and the target is read back: ``rolled_back`` when it
+      runs ``current`` again, else ``inconsistent``, with what runs (or that it could not be read) in the
+      message. The failed step is undone too because a write can land after its call failed (a timeout);
+      every write sets an absolute value, so undoing one that did not land changes nothing.
     """
     start = time.perf_counter()
     steps = tuple(plan_steps(current, desired))
@@ -137,8 +139,8 @@ def apply_change(
         for step in steps:
             target.apply_step(spec, step)
             done.append(step)
-    except TargetError as exc:
-        return _roll_back(target, spec, current, steps, done, str(exc), start, log)
+    except Exception as exc:  # whatever broke, the steps done so far must not be left half-applied
+        return _roll_back(target, spec, current, steps, done, _reason(exc), start, log)
     running, read_error = _read_back(target, spec)
     elapsed = time.perf_counter() - start
     if running is None or _differs(running, desired):
@@ -171,21 +173,24 @@ def _roll_back(
 ) -> ApplyReport:
     failed = steps[len(done)]
     log(f"step failed: {failed.describe()}: {error}")
+    # A create that failed has nothing to take back; any other failed step is undone like the done ones.
+    undo = [*reversed(done)] if failed.before is None else [failed, *reversed(done)]
     undo_errors = []
-    for step in reversed(done):
+    for step in undo:
         try:
             if step.before is None:
                 target.remove(spec, step.stage)
             else:
                 target.apply_step(spec, _undo(step, step.before))
             log(f"undone: {step.describe()}")
-        except TargetError as exc:
-            undo_errors.append(f"{step.describe()}: {exc}")
-            log(f"could not undo {step.describe()}: {exc}")
+        except Exception as exc:  # keep undoing the others; the read-back says what runs
+            undo_errors.append(f"{step.describe()}: {_reason(exc)}")
+            log(f"could not undo {step.describe()}: {_reason(exc)}")
     running, read_error = _read_back(target, spec)
     elapsed = time.perf_counter() - start
     before = {stage: c for stage, c in current.items() if stage in {s.stage for s in steps}}
-    if running is not None and not undo_errors and not _differs(running, before):
+    notes = tuple(f"could not undo {problem}" for problem in undo_errors)
+    if running is not None and not _differs(running, before):
         message = f"rolled back after '{failed.describe()}' failed ({error}); it runs what it ran before"
         status: ApplyStatus = "rolled_back"
     else:
@@ -196,7 +201,14 @@ def _roll_back(
         )
         status = "inconsistent"
     log(message)
-    return ApplyReport(status, steps, tuple(done), running, error, duration_s=elapsed, message=message)
+    return ApplyReport(
+        status, steps, tuple(done), running, error, duration_s=elapsed, message=message, notes=notes
+    )
+
+
+def _reason(exc: Exception) -> str:
+    """A target's own errors say what failed; anything else is named by its type as well."""
+    return str(exc) if isinstance(exc, TargetError) else f"{type(exc).__name__}: {exc}"
 
 
 def _undo(step: Step, before: StageConfig) -> Step:
@@ -208,8 +220,8 @@ def _undo(step: Step, before: StageConfig) -> Step:
 def _read_back(target: Target, spec: PipelineSpec) -> tuple[PipelineConfig | None, str]:
     try:
         return target.read(spec), ""
-    except TargetError as exc:
-        return None, f"cannot read {target.name} back: {exc}"
+    except Exception as exc:  # a read-back that fails is reported as "unknown", never raised
+        return None, f"cannot read {target.name} back: {_reason(exc)}"
 
 
 def _differs(running: Mapping[str, StageConfig], wanted: Mapping[str, StageConfig]) -> bool:
@@ -229,8 +241,8 @@ def _wait_ready(
     while True:
         try:
             waiting = target.not_ready(spec, desired)
-        except TargetError as exc:
-            waiting = [f"readiness unknown: {exc}"]
+        except Exception as exc:  # the change is made; readiness is only reported
+            waiting = [f"readiness unknown: {_reason(exc)}"]
         if not waiting or time.monotonic() >= deadline:
             return waiting
         time.sleep(poll_s)

@@ -4,7 +4,9 @@
 MLflow gets one run per pipeline and day (experiment ``ipa-adaptation``, run ``adapt <pipeline> <day>``),
 not one per tick: every tick adds its numbers as metrics stepped by the second of the day (so the run's
 charts plot load, forecast, cores and accuracy over the day) and replaces the ``decisions.csv`` table and
-the ``load_forecast_cost.png`` plot with the day's so far.
+the ``load_forecast_cost.png`` plot with the day's so far, when they have something new to show: on the
+day's first tick, a tick that changed something or failed, and every ``ARTIFACT_EVERY`` ticks (the table
+grows through the day, and re-uploading it every 30 s would cost more with every tick).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ EXPERIMENT = "ipa-adaptation"
 DAY_KIND = "adaptation-day"
 TABLE_ARTIFACT = "decisions.csv"
 PLOT_ARTIFACT = "load_forecast_cost.png"
+ARTIFACT_EVERY = 10
 METRICS = (
     "observed_rps",
     "observed_peak_rps",
@@ -40,6 +43,7 @@ METRICS = (
     "apply_time_s",
     "tick_time_s",
     "steps",
+    "steps_applied",
     "changed",
     "degraded",
     "observation_fallback",
@@ -51,6 +55,8 @@ def decision_row(tick: Mapping[str, Any], run_id: str, at: datetime) -> dict[str
     """The tick in one flat row: what was observed and forecast, the plan and its terms, what was done."""
     observation = tick.get("observation") or {}
     rates = observation.get("rates") or []
+    last = observation.get("last_rps", rates[-1] if rates else math.nan)
+    peak = observation.get("peak_rps", max(rates) if rates else math.nan)
     forecast = tick.get("forecast") or {}
     plan = tick.get("plan") or {}
     terms = plan.get("terms") or {}
@@ -59,8 +65,8 @@ def decision_row(tick: Mapping[str, Any], run_id: str, at: datetime) -> dict[str
     return {
         "time": at.astimezone(UTC).isoformat(timespec="seconds"),
         "run_id": run_id,
-        "observed_rps": float(rates[-1]) if rates else math.nan,
-        "observed_peak_rps": float(max(rates)) if rates else math.nan,
+        "observed_rps": float(last),
+        "observed_peak_rps": float(peak),
         "observation_source": observation.get("source", ""),
         "observation_fallback": int(bool(observation.get("fallback"))),
         "missing_s": observation.get("missing", 0),
@@ -85,10 +91,11 @@ def decision_row(tick: Mapping[str, Any], run_id: str, at: datetime) -> dict[str
         "decision_time_s": _number(plan.get("build_time_s", 0.0)) + _number(plan.get("solve_time_s", 0.0)),
         "tick_time_s": sum(t for t in timings if t is not None),
         "steps": len(tick.get("steps") or []),
+        "steps_applied": len(applied.get("done") or []),
         "apply_status": applied.get("status", "not run"),
         "changed": int(applied.get("status") == "applied"),
         "apply_time_s": float(applied.get("duration_s", 0.0)),
-        "dry_run": int(applied.get("status") == "dry_run"),
+        "dry_run": int(bool(tick.get("dry_run"))),
         "target": tick.get("target", ""),
         "message": tick.get("error") or applied.get("message", ""),
     }
@@ -168,8 +175,11 @@ def log_to_mlflow(tracking_uri: str, pipeline: str, row: Mapping[str, Any], day:
         if row.get(name) is not None and math.isfinite(float(row[name]))
     ]
     client.log_batch(run_id, metrics=metrics)
-    client.log_text(run_id, day.to_csv(index=False), TABLE_ARTIFACT)
-    client.log_figure(run_id, decisions_plot(day, f"{pipeline}: adaptation on {date} (UTC)"), PLOT_ARTIFACT)
+    eventful = row["changed"] or row["apply_status"] in ("rolled_back", "inconsistent", "not run")
+    if len(day) == 1 or eventful or len(day) % ARTIFACT_EVERY == 0:
+        client.log_text(run_id, day.to_csv(index=False), TABLE_ARTIFACT)
+        figure = decisions_plot(day, f"{pipeline}: adaptation on {date} (UTC)")
+        client.log_figure(run_id, figure, PLOT_ARTIFACT)
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -210,7 +220,7 @@ def summary_sentence(row: Mapping[str, Any]) -> str:
     text = f"observed peak {observed} requests/s, forecast {forecast} ({forecaster})"
     if row["configuration"]:
         text += f"; plan {row['configuration']} ({row['plan_status']}, {row['solver']})"
-    text += f"; {row['steps']} step(s), {row['apply_status']}"
+    text += f"; {row['steps']} step(s) planned, {row['steps_applied']} applied, {row['apply_status']}"
     if row["message"]:
         text += f": {row['message']}"
     return text

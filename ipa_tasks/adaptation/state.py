@@ -1,5 +1,6 @@
 """What one tick leaves for the next: the last load that was really observed, so that a tick whose source
-is unreachable can plan for it (with a margin) instead of guessing."""
+is unreachable can plan for it (with a margin) instead of guessing, and when a trace replay started, so
+that every tick replays the same clock."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ class LoopState:
     """Peak per-second rate of the last window that was observed (not a fallback)."""
     observed_at: float | None = None
     """Unix time of that observation."""
+    replay_t0: float | None = None
+    """Unix time a trace replay without its own ``t0`` started (its first tick)."""
 
 
 def read_state(home: Path, pipeline: str) -> LoopState:
     path = adaptation_dir(home, pipeline) / "state.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return LoopState(float(data["last_known_rps"]), float(data["observed_at"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        return LoopState(**{k: None if v is None else float(v) for k, v in data.items()})
+    except (OSError, ValueError, TypeError):
         # No state (first tick) or a damaged file: the loop then knows no load yet, which it handles.
         return LoopState()
 

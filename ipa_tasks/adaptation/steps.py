@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 # Only light modules here: each step runs in a task process of its own, every 30 s, and imports what it
@@ -20,7 +20,8 @@ from typing import Any
 from ipa_tasks.actuation.config import config_from_dict, config_of, config_to_dict, plan_steps
 from ipa_tasks.actuation.local import LocalFileTarget
 from ipa_tasks.actuation.target import ApplyReport, Target, TargetError, apply_change
-from ipa_tasks.adaptation.state import LoopState, read_state, write_state
+from ipa_tasks.adaptation.choices import TARGETS
+from ipa_tasks.adaptation.state import read_state, write_state
 from ipa_tasks.kubernetes_connection import KUBERNETES_CONNECTION
 from ipa_tasks.optimizer.plan import Plan
 from ipa_tasks.settings import Settings
@@ -30,7 +31,6 @@ Log = Callable[[str], object]
 Tick = dict[str, Any]
 PROMETHEUS_URL_VARIABLE = "IPA_PROMETHEUS_URL"
 LOAD_SOURCE_VARIABLE = "ipa_load_source"
-TARGETS = ("auto", "local", "kubernetes")
 CHAMPION_RECHECK_S = 300.0
 """How long a tick trusts the registered forecaster it last looked up before asking MLflow again."""
 
@@ -50,7 +50,10 @@ class TickOptions:
     """Added to every forecast: the LSTM forecasts the expected peak, so without a margin it falls short of
     the actual peak in about a third of the windows (``docs/adaptation.md``)."""
     fallback_margin: float = 0.2
-    """Added to the last known load when the load cannot be observed."""
+    """Added to the last known load when the load cannot be observed (the forecast margin is not added
+    on top of it)."""
+    fallback_max_age_s: float = 900.0
+    """A last known load older than this is not planned for: the tick keeps what runs instead."""
     load_source: dict[str, Any] = field(default_factory=dict)
     """``monitoring.source_from_config`` settings; empty: the Airflow Variable ``ipa_load_source`` (the same
     settings as JSON) if set, else Prometheus if IPA_PROMETHEUS_URL is set, else the local runtime's
@@ -62,19 +65,29 @@ class TickOptions:
     ready_timeout_s: float = 15.0
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TickOptions:
+    def from_params(
+        cls, params: Mapping[str, Any], *, dry_run_variable: str = "", load_source_variable: str = ""
+    ) -> TickOptions:
+        """From the DAG's params and the Variables ``ipa_adapt_dry_run`` (true/1/yes forces a dry run)
+        and ``ipa_load_source`` (the default load source, JSON)."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in known})
+        options = cls(**{k: v for k, v in params.items() if k in known})
+        forced = dry_run_variable.strip().lower() in ("true", "1", "yes", "on")
+        return replace(options, dry_run=options.dry_run or forced, load_source_variable=load_source_variable)
 
 
 def pipelines_to_adapt(spec_refs: list[str]) -> list[Tick]:
-    """One tick per pipeline (spec name or file); a broken spec stops the run here, naming file and field."""
-    ticks = []
+    """One tick per pipeline (spec name or file); a broken spec stops the run here, naming file and field,
+    and so do two references to one pipeline (two ticks would change the same stages at once)."""
+    ticks: dict[str, Tick] = {}
     for ref in spec_refs:
         path = resolve_spec_path(ref)
         spec = load_spec(path)
-        ticks.append({"pipeline": spec.name, "spec": str(path.resolve())})
-    return ticks
+        if spec.name in ticks:
+            first = ticks[spec.name]["spec"]
+            raise ValueError(f"{ref} and {first} are both pipeline {spec.name!r}; name it once")
+        ticks[spec.name] = {"pipeline": spec.name, "spec": str(path.resolve())}
+    return list(ticks.values())
 
 
 def load_source_config(configured: Mapping[str, Any], variable: str = "") -> dict[str, Any]:
@@ -100,23 +113,33 @@ def observe_load(
     from ipa_tasks.monitoring import observe, source_from_config
 
     start = time.perf_counter()
+    now = time.time() if now is None else now
     pipeline = tick["pipeline"]
     state = read_state(settings.home, pipeline)
     try:
         config = load_source_config(options.load_source, options.load_source_variable)
+        if config.get("kind") == "trace" and "t0" not in config:
+            # A replay started from the UI or a Variable has no clock of its own: it starts at its first tick.
+            if state.replay_t0 is None:
+                state = replace(state, replay_t0=now - options.history_s)
+                write_state(settings.home, pipeline, state)
+            config["t0"] = state.replay_t0
         source = source_from_config(config, pipeline, settings.home)
     except ValueError as exc:
+        log(f"cannot observe: {exc}")
         return {**tick, "error": f"observe: {exc}"}
+    last_known = state.last_known_rps
+    if last_known is not None and now - (state.observed_at or 0.0) > options.fallback_max_age_s:
+        age = now - (state.observed_at or 0.0)
+        log(f"the last observed load ({last_known:.2f} requests/s) is {age:.0f} s old: too old to plan for")
+        last_known = None
     observation = observe(
-        source,
-        options.history_s,
-        last_known_rps=state.last_known_rps,
-        margin=options.fallback_margin,
-        now=now,
+        source, options.history_s, last_known_rps=last_known, margin=options.fallback_margin, now=now
     )
     log(observation.message)
     if not observation.fallback and len(observation.rates):
-        write_state(settings.home, pipeline, LoopState(float(observation.rates.max()), now or time.time()))
+        state = replace(state, last_known_rps=float(observation.rates.max()), observed_at=now)
+        write_state(settings.home, pipeline, state)
     return {**tick, "observation": observation.to_dict(), "observe_s": time.perf_counter() - start}
 
 
@@ -131,12 +154,14 @@ def forecast_load(settings: Settings, tick: Tick, options: TickOptions, log: Log
     if len(observation.rates) == 0:
         log("no load is known, so there is nothing to forecast: the running configuration stays")
         return {**tick, "forecast": None, "forecast_s": time.perf_counter() - start}
+    # A fallback already carries its own margin.
+    margin = 0.0 if observation.fallback else options.forecast_margin
     forecaster, note = forecaster_by_name(
         options.forecaster,
         horizon_s=options.horizon_s,
         tracking_uri=settings.tracking_uri,
         cache_dir=default_cache_dir(settings),
-        margin=options.forecast_margin,
+        margin=margin,
         recheck_s=CHAMPION_RECHECK_S,
     )
     if note:
@@ -144,17 +169,20 @@ def forecast_load(settings: Settings, tick: Tick, options: TickOptions, log: Log
     rps = float(forecaster.predict(observation.rates))
     log(
         f"forecast: peak {rps:.2f} requests/s over the next {options.horizon_s} s ({forecaster.name}, "
-        f"margin {options.forecast_margin:.0%}; the last {len(observation.rates)} s peaked at "
+        f"margin {margin:.0%}; the last {len(observation.rates)} s peaked at "
         f"{observation.rates.max():.2f})"
     )
+    # The rates are spent: later steps (and their XCom and logs) carry only what the record needs.
+    summary = {**tick["observation"], "rates": [], "last_rps": float(observation.rates[-1])}
+    summary["peak_rps"] = float(observation.rates.max())
     forecast = {
         "rps": rps,
         "forecaster": forecaster.name,
         "note": note,
         "horizon_s": options.horizon_s,
-        "margin": options.forecast_margin,
+        "margin": margin,
     }
-    return {**tick, "forecast": forecast, "forecast_s": time.perf_counter() - start}
+    return {**tick, "observation": summary, "forecast": forecast, "forecast_s": time.perf_counter() - start}
 
 
 def make_target(kind: str, settings: Settings, connection_exists: Callable[[], bool]) -> Target:
@@ -179,18 +207,22 @@ def decide(settings: Settings, tick: Tick, options: TickOptions, target: Target,
     try:
         planner, profile_source = planner_for(tick["spec"], settings.profile_store)
         running = target.read(planner.spec)
-    except (SpecError, ProfileError, TargetError) as exc:
+    except (SpecError, ProfileError, TargetError, OSError) as exc:
         log(f"cannot plan: {exc}")
         return {**tick, "error": f"decide: {exc}"}
     decided = {**tick, "target": target.name, "running": config_to_dict(running)}
     if tick.get("forecast") is None:
         return {**decided, "plan": None, "steps": [], "decide_s": time.perf_counter() - start}
-    plan = planner.plan(
-        tick["forecast"]["rps"],
-        options.policy,
-        current=running_plan(planner.spec, running),
-        solver=options.solver,  # type: ignore[arg-type]
-    )
+    try:
+        plan = planner.plan(
+            tick["forecast"]["rps"],
+            options.policy,
+            current=running_plan(planner.spec, running),
+            solver=options.solver,  # type: ignore[arg-type]
+        )
+    except Exception as exc:  # e.g. the chosen solver refuses the model: recorded, and the run fails
+        log(f"cannot plan: {type(exc).__name__}: {exc}")
+        return {**decided, "error": f"decide: {type(exc).__name__}: {exc}"}
     steps = plan_steps(running, config_of(plan))
     log(f"planned from the {profile_source}")
     log(describe_plan(plan))
@@ -239,11 +271,11 @@ def apply_plan(settings: Settings, tick: Tick, options: TickOptions, target: Tar
     if tick.get("plan") is None:
         report = ApplyReport("unchanged", (), message="no plan this tick: nothing applied")
         return {**tick, "apply": report.to_dict()}
-    spec = load_spec(tick["spec"])
-    desired = config_of(Plan.from_dict(tick["plan"]))
     try:
+        spec = load_spec(tick["spec"])
+        desired = config_of(Plan.from_dict(tick["plan"]))
         running = target.read(spec)
-    except TargetError as exc:
+    except (SpecError, ValueError, TargetError) as exc:
         log(f"cannot read {target.name} before applying, nothing was changed: {exc}")
         return {**tick, "error": f"apply: {exc}"}
     if running != config_from_dict(tick["running"]):
@@ -259,7 +291,7 @@ def apply_plan(settings: Settings, tick: Tick, options: TickOptions, target: Tar
     )
     if report.status == "unchanged":
         log("nothing to change: no write to the target")
-    tick = {**tick, "apply": report.to_dict()}
+    tick = {**tick, "apply": report.to_dict(), "dry_run": options.dry_run}
     if report.status in ("rolled_back", "inconsistent"):
         tick["error"] = f"apply: {report.message}"
     return tick

@@ -1,6 +1,8 @@
-"""Launcher: ``python -m ipa_tasks.fake_kube_api --port PORT --kubeconfig PATH [--run-pods]``.
+"""Launcher: ``python -m ipa_tasks.fake_kube_api --port PORT --kubeconfig PATH [--run-pods] [--seed SPEC]``.
 
 Serves the fake Kubernetes API on 127.0.0.1 until SIGINT/SIGTERM, then kills the pods' processes.
+``--seed`` creates the stage Deployments and ConfigMaps of a pipeline (what the Helm chart would install),
+running the optimizer's plan at ``--seed-load``, so that ``ipa_adapt`` has something to adapt.
 """
 
 from __future__ import annotations
@@ -28,7 +30,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workload-delay", type=float, default=0.0, help="seconds before Deployment status follows spec"
     )
+    parser.add_argument(
+        "--seed",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="create the stage objects of this pipeline (a shipped name or a spec file; repeatable)",
+    )
+    parser.add_argument("--seed-load", type=float, default=1.0, help="requests/s the seeded plan is for")
+    parser.add_argument("--image", default="ipa-airflow:0.1.0", help="image of the seeded stage servers")
     return parser.parse_args(argv)
+
+
+def seed_stages(kubeconfig: Path, namespace: str, spec_ref: str, load_rps: float, image: str) -> str:
+    """Create one pipeline's stage objects through the API, as ``kubectl apply`` of the chart would; the
+    plan they run, in words."""
+    from kubernetes import client, config
+
+    from ipa_tasks.actuation.config import config_of
+    from ipa_tasks.actuation.manifests import stage_manifests
+    from ipa_tasks.adaptation.planning import planner_for
+    from ipa_tasks.settings import current_settings
+    from ipa_tasks.spec import resolve_spec_path
+
+    planner, _ = planner_for(resolve_spec_path(spec_ref), current_settings().profile_store)
+    running = config_of(planner.plan(load_rps))
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    for manifest in stage_manifests(planner.spec, running, image=image, namespace=namespace):
+        if manifest["kind"] == "Deployment":
+            client.AppsV1Api(api).create_namespaced_deployment(namespace, manifest)
+        else:
+            client.CoreV1Api(api).create_namespaced_config_map(namespace, manifest)
+    return f"{planner.spec.name}: " + "; ".join(f"{stage} {c.describe()}" for stage, c in running.items())
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -45,6 +78,12 @@ async def serve(args: argparse.Namespace) -> None:
         write_kubeconfig(args.kubeconfig, server.url, args.namespace)
         print(f"fake kube-apiserver listening on {server.url}", flush=True)
         print(f"kubeconfig: {args.kubeconfig.resolve()}", flush=True)
+        for spec_ref in args.seed:
+            # In a thread: the blocking client talks to this very event loop.
+            seeded = await asyncio.to_thread(
+                seed_stages, args.kubeconfig, args.namespace, spec_ref, args.seed_load, args.image
+            )
+            print(f"seeded {seeded}", flush=True)
         await stop.wait()
     finally:
         await server.stop()

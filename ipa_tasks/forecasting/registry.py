@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -38,9 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 from ipa_tasks.atomic_files import atomic_write_text
 from ipa_tasks.forecasting.baselines import Forecaster, WindowMax
+from ipa_tasks.forecasting.names import FORECASTERS
 from ipa_tasks.forecasting.trace import load_trace
 from ipa_tasks.forecasting.training import (
     BASELINE_NAMES,
+    Decision,
     Evaluation,
     Log,
     TrainedCandidate,
@@ -72,7 +75,7 @@ MODEL_DIR = "model"
 MODEL_FILE = "lstm.pt"
 INFO_FILE = "forecaster.json"
 CHAMPION_FILE = "champion.json"
-FORECASTER_NAMES = ("lstm", *BASELINE_NAMES)
+FORECASTER_NAMES = FORECASTERS
 
 
 def default_cache_dir(settings: Settings) -> Path:
@@ -225,6 +228,7 @@ def forecaster_by_name(
     cache_dir: Path,
     margin: float = 0.0,
     recheck_s: float = 0.0,
+    model_name: str = FORECASTER_MODEL,
 ) -> tuple[Forecaster, str]:
     """The forecaster the adaptation loop asked for, and a plain-words note ("" if there is nothing to say).
 
@@ -237,8 +241,16 @@ def forecaster_by_name(
     if name != "lstm":
         raise ValueError(f"unknown forecaster {name!r}; choose one of {', '.join(FORECASTER_NAMES)}")
     try:
-        loaded = load_champion(tracking_uri, cache_dir, recheck_s=recheck_s)
+        loaded = load_champion(tracking_uri, cache_dir, model_name, recheck_s=recheck_s)
     except Exception as exc:  # the loop must keep deciding: a registry outage is not a reason to stop
+        remembered = _remembered_champion(Path(cache_dir), tracking_uri, model_name, math.inf)
+        if remembered is not None and remembered["version"] is not None:
+            version = str(remembered["version"])
+            forecaster = _loaded(Path(cache_dir) / version, version).forecaster
+            return replace(forecaster, margin=margin), (
+                f"the model registry could not be asked ({exc}); using the champion it named last, "
+                f"version {version}, from the cache"
+            )
         return WindowMax(margin=margin), (
             f"the registered LSTM ({FORECASTER_MODEL}@{CHAMPION}) could not be loaded ({exc}); "
             "using window-max instead"
@@ -317,17 +329,26 @@ def evaluate_and_register(
         "lstm": candidate.forecaster,
         **baseline_forecasters(config.horizon_s),
     }
-    champion, champion_note = None, ""
+    champion, unloadable = None, ""
     try:
         champion = load_champion(tracking_uri, cache_dir, name)
-    except Exception as exc:  # a champion nobody can load is no reason to keep it
-        champion_note = f"; the registered champion could not be loaded ({exc})"
+    except Exception as exc:  # the run is still logged; only the comparison is impossible
+        unloadable = f"{type(exc).__name__}: {exc}"
     if champion is not None:
         forecasters["champion"] = champion.forecaster
     evaluations = evaluate(forecasters, held)
     by_name = {e.name: e for e in evaluations}
-    decision = select(by_name["lstm"].score, by_name["champion"].score if champion else None)
-    reason = decision.reason + (f" (version {champion.version})" if champion else "") + champion_note
+    if unloadable:
+        # Possibly a passing outage: replacing a champion that could not be compared might replace a
+        # better one. An operator who wants the candidate in fixes or removes the alias first.
+        decision = Decision(
+            False,
+            f"the registered {name}@{CHAMPION} could not be loaded ({unloadable}), so the candidate cannot "
+            "be compared with it: not registered (fix or remove the alias to let a new model in)",
+        )
+    else:
+        decision = select(by_name["lstm"].score, by_name["champion"].score if champion else None)
+    reason = decision.reason + (f" (version {champion.version})" if champion else "")
     if champion is not None and champion.info.get("horizon_s") != config.horizon_s:
         reason += f"; the registered one was trained for a {champion.info.get('horizon_s')}-s horizon"
     log(f"held-out days {list(config.eval_days)}, {len(held):,} windows, horizon {config.horizon_s} s:")
@@ -453,4 +474,6 @@ def register_from_params(
         cache_dir=default_cache_dir(settings),
         log=log,
     )
+    # The candidate is in the run's artifacts now (and registered if it won); its local copy is spent.
+    shutil.rmtree(Path(trained["candidate"]).parent, ignore_errors=True)
     return outcome.to_dict()

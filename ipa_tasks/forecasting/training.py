@@ -39,6 +39,7 @@ import numpy as np
 
 from ipa_tasks.forecasting.baselines import Ewma, Forecaster, Holt, LastValue, WindowMax
 from ipa_tasks.forecasting.evaluation import ForecastScore, score_forecasts
+from ipa_tasks.forecasting.names import BASELINE_FORECASTERS
 from ipa_tasks.forecasting.trace import SECONDS_PER_DAY, days, load_trace
 from ipa_tasks.forecasting.windows import training_windows
 
@@ -55,7 +56,7 @@ BUCKET_S = 10
 SPAN_S = BUCKETS * BUCKET_S
 """The history every forecaster sees at a decision: 12 buckets of 10 s (IPA's LSTM input)."""
 UNDER_RATE_TOLERANCE = 0.02
-BASELINE_NAMES = ("last-value", "window-max", "ewma", "holt")
+BASELINE_NAMES = BASELINE_FORECASTERS
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ipa_tasks.forecasting.trace import IPA_DAMPING, TraceError
 from ipa_tasks.forecasting.trace_location import default_trace_path
 from ipa_tasks.monitoring.prometheus import DEFAULT_PROMETHEUS_QUERY, PrometheusSource
@@ -24,7 +26,7 @@ from ipa_tasks.monitoring.trace_replay import TraceReplaySource, cached_trace
 _FIELDS = {
     "prometheus": {"kind", "url", "query", "timeout_s"},
     "local": {"kind", "path", "stale_after_s"},
-    "trace": {"kind", "path", "damping", "start", "t0"},
+    "trace": {"kind", "path", "damping", "scale", "start", "t0"},
 }
 
 
@@ -35,8 +37,9 @@ def source_from_config(config: Mapping[str, Any], pipeline: str, home: Path) -> 
     query is used as written, with ``{pipeline}`` replaced by the pipeline's name;
     ``{"kind": "local", "path": ... (optional), "stale_after_s": ... (optional)}``, by default
     ``home/serving/<pipeline>/requests.csv``;
-    ``{"kind": "trace", "path": ... (optional, default the Twitter trace), "damping": 8, "start": 0,
-    "t0": <unix time the replay began>}``.
+    ``{"kind": "trace", "path": ... (optional, default the Twitter trace), "damping": 8, "scale": 1.0,
+    "start": 0, "t0": <unix time the replay began>}``; ``scale`` multiplies the damped trace, to bring it
+    into a pipeline's range (the demo pipelines change plan at hundreds of requests per second).
     """
     if not isinstance(config, Mapping):
         raise ValueError(f"load source: expected a mapping with a 'kind', got {type(config).__name__}")
@@ -75,14 +78,18 @@ def _trace(fields: _Fields, home: Path) -> TraceReplaySource:
     path = fields.path("path", home, required=False) or default_trace_path()
     damping = fields.integer("damping", default=IPA_DAMPING, minimum=1)
     start = fields.integer("start", default=0, minimum=0)
+    scale = fields.number("scale", default=1.0)
     t0 = fields.number("t0", positive=False)
     try:
         series = cached_trace(path, damping)
     except TraceError as exc:
         raise ValueError(f"load source: 'path': {exc}") from exc
+    if scale != 1.0:
+        series = np.floor(series * scale)
     if start >= series.size:
         raise ValueError(f"load source: 'start' {start} is beyond the trace's {series.size} seconds")
-    name = f"trace replay {path} (damping {damping}) from second {start}"
+    scaled = "" if scale == 1.0 else f", times {scale:g}"
+    name = f"trace replay {path} (damping {damping}{scaled}) from second {start}"
     return TraceReplaySource(series, t0=t0, start=start, name=name)
 
 

@@ -333,6 +333,25 @@ def test_a_batch_change_without_a_configmap_is_refused_but_a_switch_still_works(
     assert target.read(SPEC)["detect"] == replace(CONFIG["detect"], variant="yolo_m", batch_size=8)
 
 
+@NO_PODS
+def test_a_configmap_the_pods_do_not_mount_is_neither_read_nor_written(
+    fake_kube: FakeKubeHandle, api: client.ApiClient
+) -> None:
+    seed(fake_kube, api)
+    # Someone replaced the pod template's volumes: the ConfigMap no longer reaches the pods.
+    # (A JSON patch: a strategic merge would merge the new volume into the old one by name.)
+    volume = {"name": "stage-config", "emptyDir": {}}
+    body = [{"op": "replace", "path": "/spec/template/spec/volumes/0", "value": volume}]
+    client.AppsV1Api(api).patch_namespaced_deployment("video-detect", NS, body)
+    live_batch = {"data": {"batch_size": "16"}}
+    client.CoreV1Api(api).patch_namespaced_config_map("video-detect-config", NS, live_batch)
+    target, since = make_target(), len(fake_kube.requests())
+    assert target.read(SPEC)["detect"].batch_size == CONFIG["detect"].batch_size  # the env the pods use
+    with pytest.raises(TargetError, match="does not mount configmap video-detect-config"):
+        target.apply_step(SPEC, step("batch", "detect", batch_size=8))
+    assert writes(fake_kube, since) == []
+
+
 # ----------------------------------------------------------------------------------------- retries
 
 

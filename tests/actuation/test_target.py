@@ -88,13 +88,41 @@ def test_a_failure_part_way_rolls_back_what_was_done(spec):
 
 
 def test_a_rollback_that_fails_too_is_reported_with_what_runs(spec):
-    # The switch fails, and so does undoing the scale-out before it: detect keeps its extra replica.
-    target = FlakyTarget(BEFORE, fail={("switch", "detect"): 1, ("scale_out", "detect"): 0})
-    target.fail[("scale_in", "detect")] = 1  # the undo of a scale-out is a scale-in of the same stage
+    # The switch fails, and so does undoing the scale-out before it (a scale-in): detect keeps its extra
+    # replica.
+    target = FlakyTarget(BEFORE, fail={("switch", "detect"): 2, ("scale_in", "detect"): 1})
     report = apply_change(target, spec, BEFORE, AFTER, log=lambda _: None)
     assert report.status == "inconsistent"
     assert target.running["detect"] == cfg("det_cc", 1, 3)
     assert "det_cc batch 1 x3" in report.message
+
+
+class BrokenTarget(FlakyTarget):
+    """Raises what no target should (a bug, a client library's own error) on one step."""
+
+    def apply_step(self, spec: PipelineSpec, step: Step) -> None:
+        if step.kind == "switch" and step.after.variant == "det_fcn_s":
+            raise KeyError("status")
+        super().apply_step(spec, step)
+
+
+def test_an_unexpected_exception_mid_apply_is_rolled_back_too(spec):
+    target = BrokenTarget(BEFORE)
+    report = apply_change(target, spec, BEFORE, AFTER, log=lambda _: None)
+    assert report.status == "rolled_back" and target.running == BEFORE
+    assert "KeyError: 'status'" in report.message
+
+
+def test_a_write_that_landed_although_its_call_failed_is_undone(spec):
+    class LandsThenFails(FlakyTarget):
+        def apply_step(self, spec: PipelineSpec, step: Step) -> None:
+            super().apply_step(spec, step)
+            if step.kind == "switch" and step.after.variant == "det_fcn_s":
+                raise TargetError("timed out (the write landed anyway)")
+
+    target = LandsThenFails(BEFORE)
+    report = apply_change(target, spec, BEFORE, AFTER, log=lambda _: None)
+    assert report.status == "rolled_back" and target.running == BEFORE
 
 
 def test_the_report_survives_xcom(spec):

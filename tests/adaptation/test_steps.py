@@ -141,3 +141,68 @@ def test_the_load_source_and_target_default_to_the_embedded_ones(settings: Setti
 def test_options_come_from_the_dag_params_and_ignore_the_rest():
     options = TickOptions.from_params({"policy": "rim", "dry_run": True, "pipelines": ["x"]})
     assert options.policy == "rim" and options.dry_run and math.isclose(options.fallback_margin, 0.2)
+
+
+def test_a_planner_that_raises_is_an_error_of_the_tick(settings: Settings, monkeypatch):
+    from ipa_tasks.optimizer.planner import Planner
+
+    def refuses(*args, **kwargs):
+        raise RuntimeError("Model too large for size-limited license")
+
+    monkeypatch.setattr(Planner, "plan", refuses)
+    now = int(time.time())
+    counts(settings, 40, now)
+    tick = tick_until_decided(settings, now)
+    assert tick["error"] == "decide: RuntimeError: Model too large for size-limited license"
+
+
+def test_a_last_known_load_too_old_is_not_planned_for(settings: Settings):
+    now = int(time.time())
+    counts(settings, 50, now)
+    tick_until_decided(settings, now)
+    lines: list[str] = []
+    tick = tick_until_decided(settings, now + 901, lines.append)  # the file is stale, the load 15 min old
+    assert tick["forecast"] is None and tick["plan"] is None
+    assert any("too old to plan for" in line for line in lines)
+
+
+def test_a_fallback_is_not_given_the_forecast_margin_on_top_of_its_own(settings: Settings):
+    now = int(time.time())
+    counts(settings, 50, now)
+    options = TickOptions(forecaster="window-max", target="local", forecast_margin=0.1)
+    (tick,) = pipelines_to_adapt(["digit-strips"])
+    observe_load(settings, tick, options, print, now=now)
+    tick = forecast_load(settings, observe_load(settings, tick, options, print, now=now + 60), options, print)
+    assert tick["observation"]["fallback"] and tick["forecast"]["rps"] == pytest.approx(50 * 1.2)
+
+
+def test_a_trace_replay_without_t0_keeps_the_clock_of_its_first_tick(settings: Settings, tmp_path: Path):
+    import gzip
+
+    trace = tmp_path / "trace.csv.gz"
+    with gzip.open(trace, "wt") as out:
+        out.write("second,requests\n" + "".join(f"{s},{8 * s}\n" for s in range(2000)))
+    options = TickOptions(
+        forecaster="last-value", forecast_margin=0.0, load_source={"kind": "trace", "path": str(trace)}
+    )
+    (tick,) = pipelines_to_adapt(["digit-strips"])
+    now = 1_800_000_000
+    first = forecast_load(settings, observe_load(settings, tick, options, print, now=now), options, print)
+    later = forecast_load(
+        settings, observe_load(settings, tick, options, print, now=now + 30), options, print
+    )
+    # The replay started history_s before the first tick: its last second is trace second 119, then 149.
+    assert (first["forecast"]["rps"], later["forecast"]["rps"]) == (119, 149)
+
+
+def test_the_same_pipeline_named_twice_is_refused():
+    from ipa_tasks.spec import resolve_spec_path
+
+    with pytest.raises(ValueError, match="are both pipeline 'digit-strips'"):
+        pipelines_to_adapt(["digit-strips", str(resolve_spec_path("digit-strips"))])
+
+
+def test_the_dry_run_variable_forces_a_dry_run_and_the_load_source_variable_is_kept():
+    options = TickOptions.from_params({"dry_run": False}, dry_run_variable="Yes", load_source_variable="{}")
+    assert options.dry_run and options.load_source_variable == "{}"
+    assert not TickOptions.from_params({"dry_run": False}, dry_run_variable="false").dry_run

@@ -61,3 +61,32 @@ def test_the_launcher_serves_until_sigterm_and_kills_its_pods(tmp_path: Path) ->
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_seed_creates_a_pipelines_stage_objects_that_the_target_reads(tmp_path: Path) -> None:
+    from ipa_tasks.actuation.config import StageConfig
+    from ipa_tasks.actuation.manifests import owner_selector
+
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    command = [sys.executable, "-m", "ipa_tasks.fake_kube_api", "--port", "0", "--kubeconfig"]
+    command += [str(kubeconfig), "--seed", "digit-strips"]
+    # A home of its own: the plan comes from the shipped profile, not one another test published.
+    env = {**os.environ, "IPA_HOME": str(tmp_path / "ipa")}
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        lines = [server.stdout.readline() for _ in range(3)]
+        assert lines[2].startswith("seeded digit-strips: detect det_fcn_l batch 1 x1"), lines
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        deployments = client.AppsV1Api(api).list_namespaced_deployment(
+            "default", label_selector=owner_selector("digit-strips")
+        )
+        names = sorted(d.metadata.name for d in deployments.items)
+        assert names == ["digit-strips-classify", "digit-strips-detect"]
+        detect = next(d for d in deployments.items if d.metadata.name == "digit-strips-detect")
+        env = {e.name: e.value for e in detect.spec.template.spec.containers[0].env}
+        seeded = StageConfig(env["IPA_VARIANT"], int(env["IPA_BATCH_SIZE"]), 1, detect.spec.replicas)
+        assert seeded == StageConfig("det_fcn_l", batch_size=1, cores=1, replicas=1)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)

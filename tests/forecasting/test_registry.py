@@ -223,3 +223,45 @@ def test_within_the_recheck_interval_the_champion_comes_from_the_cache_without_a
     # Another store's pointer is never taken for this one.
     other_store = f"sqlite:///{tmp_path / 'other.db'}"
     assert registry.load_champion(other_store, cache, model_name, recheck_s=300) is None
+
+
+def test_a_registry_outage_keeps_the_champion_last_looked_up(
+    series, untrained, model_name, tmp_path, monkeypatch
+):
+    from ipa_tasks.forecasting import registry
+
+    uri = current_settings().tracking_uri
+    cache = tmp_path / "cache"
+    register(series, untrained, model_name, cache)
+    options = {"horizon_s": 40, "tracking_uri": uri, "cache_dir": cache, "model_name": model_name}
+    forecaster, note = forecaster_by_name("lstm", **options)
+    assert isinstance(forecaster, LstmForecaster) and note == ""
+
+    def outage(*args, **kwargs):
+        raise ConnectionError("registry down")
+
+    monkeypatch.setattr(registry, "champion_version", outage)
+    forecaster, note = forecaster_by_name("lstm", **options, margin=0.1)
+    assert isinstance(forecaster, LstmForecaster) and forecaster.margin == 0.1
+    assert "could not be asked (registry down); using the champion it named last, version 1" in note
+
+
+def test_a_champion_that_cannot_be_loaded_is_not_replaced_blindly(
+    series, trained, untrained, model_name, tmp_path, monkeypatch
+):
+    from ipa_tasks.forecasting import registry
+
+    register(series, untrained, model_name, tmp_path)
+
+    def broken(*args, **kwargs):
+        raise OSError("artifact store unreachable")
+
+    monkeypatch.setattr(registry, "load_champion", broken)
+    outcome = register(series, trained, model_name, tmp_path)
+    assert (
+        not outcome.registered
+        and "could not be loaded (OSError: artifact store unreachable)" in outcome.reason
+    )
+    monkeypatch.undo()
+    client = mlflow_client(current_settings().tracking_uri)
+    assert str(champion_version(client, model_name).version) == "1"

@@ -35,6 +35,12 @@ def test_a_custom_query_is_used_as_written_with_the_pipeline_filled_in(tmp_path)
     assert source.query == 'sum(rate(x{p="nlp"}[2s]))' and source.timeout_s == 2.0
 
 
+def test_a_scaled_trace_replay_multiplies_the_damped_trace(tmp_path, trace):
+    config = {"kind": "trace", "path": str(trace), "scale": 2.5, "start": 10, "t0": float(T0)}
+    source = source_from_config(config, "video", tmp_path)
+    assert source.rates(2, T0 + 2).tolist() == [25.0, 27.0] and "times 2.5" in source.name
+
+
 def test_a_trace_without_a_path_replays_the_twitter_trace(tmp_path, trace, monkeypatch):
     monkeypatch.setenv("IPA_TWITTER_TRACE", str(trace))
     source = source_from_config({"kind": "trace", "t0": T0, "start": 10}, "video", tmp_path)
