@@ -10,7 +10,7 @@ stop the others):
    known load plus `fallback_margin`, and no known load keeps what runs;
 2. **forecast** its peak over the next `horizon_s` seconds (the interval plus the time a change takes to
    land) with the registered LSTM or a baseline, plus `forecast_margin` (10 %: the LSTM forecasts the
-   expected peak and would fall short of the actual one in 39 % of the held-out windows);
+   expected peak and would fall short of the actual one in 43 % of the held-out windows);
 3. **plan**: solve the integer program for that load with the published profile and diff the plan against
    what runs now;
 4. **apply** only what changed, in a safe order (scale out, then switch variants, then batch sizes, then

@@ -48,7 +48,7 @@ class TickOptions:
     """The forecast covers the adaptation interval plus the time a change takes to land."""
     forecast_margin: float = 0.1
     """Added to every forecast: the LSTM forecasts the expected peak, so without a margin it falls short of
-    the actual peak in 39 % of the held-out windows (``docs/adaptation.md``)."""
+    the actual peak in 43 % of the held-out windows (``docs/adaptation.md``)."""
     fallback_margin: float = 0.2
     """Added to the last known load when the load cannot be observed (the forecast margin is not added
     on top of it)."""

@@ -1,9 +1,13 @@
 """IPA's LSTM forecaster in PyTorch: 12 bucket maxima in, the peak of the next horizon out.
 
-The network follows IPA's (one LSTM layer of 25 units, a dense output; Adam, MSE). Inputs and targets are
-scaled by one constant (the training series' 99th percentile) so the same weights serve loads of any size
-seen in training; the scale is saved with the weights. Training is seeded and single-threaded, so a model
-trains to the same weights on every run of the same machine.
+The network follows IPA's (one LSTM layer of 25 units, a dense output; Adam, MSE). Each window is divided
+by its own level (the peak of its 12 bucket maxima, at least 1 request/s) and the network forecasts the
+coming peak as a multiple of that level, so one model serves a pipeline at 5 requests/s and one at 5,000:
+the LSTM's saturating units cannot extrapolate past the loads they were trained on, and a constant scale
+(IPA's) made a model trained on the damped Twitter trace forecast a fifth of a load ten times larger.
+Models saved with a constant scale (``normalisation="global"``) still load and forecast as before.
+Training is seeded and single-threaded, so a model trains to the same weights on every run of the same
+machine.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ class LstmForecaster:
 
     model: PeakLstm
     scale: float
+    """The training targets' 99th percentile: the divisor of a ``global`` model."""
+    normalisation: str = "window"
+    """``window``: each window by its own level (scale-free); ``global``: every window by ``scale``."""
     buckets: int = 12
     bucket_s: int = 10
     margin: float = 0.0
@@ -53,20 +60,34 @@ class LstmForecaster:
 
     def predict_windows(self, inputs: np.ndarray) -> np.ndarray:
         """Forecasts for many windows of bucket maxima at once (evaluation)."""
+        values = np.asarray(inputs, dtype=np.float32)
+        level = window_levels(values) if self.normalisation == "window" else np.float32(self.scale)
         self.model.eval()
         with torch.inference_mode():
-            x = torch.as_tensor(np.asarray(inputs, dtype=np.float32) / self.scale)
-            return np.maximum(self.model(x).numpy() * self.scale, 0.0)
+            x = torch.as_tensor(values / level)
+            return np.maximum(self.model(x).numpy() * np.ravel(level), 0.0)
 
     def save(self, path: Path) -> None:
-        torch.save({"state": self.model.state_dict(), "scale": self.scale, "buckets": self.buckets}, path)
+        saved = {"state": self.model.state_dict(), "scale": self.scale, "buckets": self.buckets}
+        torch.save({**saved, "normalisation": self.normalisation}, path)
 
     @classmethod
     def load(cls, path: Path) -> LstmForecaster:
         saved = torch.load(path, weights_only=True)
         model = PeakLstm()
         model.load_state_dict(saved["state"])
-        return cls(model=model, scale=float(saved["scale"]), buckets=int(saved["buckets"]))
+        return cls(
+            model=model,
+            scale=float(saved["scale"]),
+            normalisation=str(saved.get("normalisation", "global")),  # files from before had one scale
+            buckets=int(saved["buckets"]),
+        )
+
+
+def window_levels(inputs: np.ndarray) -> np.ndarray:
+    """The divisor of each window (one row of bucket maxima): its peak, at least 1 request/s so that an idle
+    window is not blown up into noise; shape (n, 1)."""
+    return np.maximum(np.asarray(inputs, dtype=np.float32).max(axis=1, keepdims=True), np.float32(1.0))
 
 
 def train_lstm(
@@ -80,8 +101,8 @@ def train_lstm(
 ) -> LstmForecaster:
     """Fit on windows from :func:`~ipa_tasks.forecasting.windows.training_windows`.
 
-    ``on_epoch(epoch, loss)`` is called after every epoch (1-based) with its mean training loss (MSE on the
-    scaled values), for progress reports; it does not change what is trained.
+    ``on_epoch(epoch, loss)`` is called after every epoch (1-based) with its mean training loss (MSE of the
+    peak as a multiple of the window's level), for progress reports; it does not change what is trained.
     """
     if len(inputs) == 0 or len(inputs) != len(targets):
         raise ValueError(f"need as many targets as input windows, got {len(inputs)} and {len(targets)}")
@@ -90,8 +111,10 @@ def train_lstm(
     torch.set_num_threads(1)
     try:
         scale = float(max(np.percentile(targets, 99), 1.0))
-        x = torch.as_tensor(np.asarray(inputs, dtype=np.float32) / scale)
-        y = torch.as_tensor(np.asarray(targets, dtype=np.float32) / scale)
+        values = np.asarray(inputs, dtype=np.float32)
+        level = window_levels(values)
+        x = torch.as_tensor(values / level)
+        y = torch.as_tensor(np.asarray(targets, dtype=np.float32) / level[:, 0])
         model = PeakLstm()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
         generator = torch.Generator().manual_seed(seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def series() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def trained(series):
-    return train_candidate(series, TWO_DAYS)
+    return train_candidate(series, replace(TWO_DAYS, epochs=3))
 
 
 def test_config_refuses_overlapping_or_empty_spans_and_a_trace_too_short():
