@@ -207,9 +207,10 @@ def decide(settings: Settings, tick: Tick, options: TickOptions, target: Target,
     try:
         planner, profile_source = planner_for(tick["spec"], settings.profile_store)
         running = target.read(planner.spec)
-    except (SpecError, ProfileError, TargetError, OSError) as exc:
-        log(f"cannot plan: {exc}")
-        return {**tick, "error": f"decide: {exc}"}
+    except Exception as exc:  # a broken spec or profile, an unreadable target: recorded, and the run fails
+        reason = str(exc) if isinstance(exc, SpecError | ProfileError | TargetError) else _named(exc)
+        log(f"cannot plan: {reason}")
+        return {**tick, "error": f"decide: {reason}"}
     decided = {**tick, "target": target.name, "running": config_to_dict(running)}
     if tick.get("forecast") is None:
         return {**decided, "plan": None, "steps": [], "decide_s": time.perf_counter() - start}
@@ -221,8 +222,8 @@ def decide(settings: Settings, tick: Tick, options: TickOptions, target: Target,
             solver=options.solver,  # type: ignore[arg-type]
         )
     except Exception as exc:  # e.g. the chosen solver refuses the model: recorded, and the run fails
-        log(f"cannot plan: {type(exc).__name__}: {exc}")
-        return {**decided, "error": f"decide: {type(exc).__name__}: {exc}"}
+        log(f"cannot plan: {_named(exc)}")
+        return {**decided, "error": f"decide: {_named(exc)}"}
     steps = plan_steps(running, config_of(plan))
     log(f"planned from the {profile_source}")
     log(describe_plan(plan))
@@ -239,6 +240,10 @@ def decide(settings: Settings, tick: Tick, options: TickOptions, target: Target,
         "steps": [s.to_dict() for s in steps],
         "decide_s": time.perf_counter() - start,
     }
+
+
+def _named(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def describe_plan(plan: Plan) -> str:
@@ -275,9 +280,10 @@ def apply_plan(settings: Settings, tick: Tick, options: TickOptions, target: Tar
         spec = load_spec(tick["spec"])
         desired = config_of(Plan.from_dict(tick["plan"]))
         running = target.read(spec)
-    except (SpecError, ValueError, TargetError) as exc:
-        log(f"cannot read {target.name} before applying, nothing was changed: {exc}")
-        return {**tick, "error": f"apply: {exc}"}
+    except Exception as exc:  # nothing was written yet: recorded, and the run fails
+        reason = str(exc) if isinstance(exc, SpecError | TargetError) else _named(exc)
+        log(f"cannot read {target.name} before applying, nothing was changed: {reason}")
+        return {**tick, "error": f"apply: {reason}"}
     if running != config_from_dict(tick["running"]):
         log(f"what runs changed since the plan was made; applying the plan against {config_to_dict(running)}")
     report = apply_change(
