@@ -121,6 +121,9 @@ def stage_env(pipeline: str, stage: str, config: StageConfig) -> list[dict[str, 
         {"name": ENV_STAGE, "value": stage},
         *variable_env(config),
         {"name": ENV_BATCH_FILE, "value": BATCH_FILE},
+        # The stage server listens on loopback unless told otherwise; in a pod it must take the pod's IP.
+        {"name": "IPA_HOST", "value": "0.0.0.0"},
+        {"name": "IPA_PORT", "value": str(METRICS_PORT)},
     ]
 
 
@@ -162,6 +165,10 @@ def deployment_manifest(
         "resources": cpu_resources(config.cores),
         "ports": [{"name": "http", "containerPort": METRICS_PORT}],
         "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True}],
+        # Ready once the model is loaded and warmed up (the stage server's /readyz), so a rollout keeps
+        # the old pod until its replacement can serve; alive as long as the process answers.
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
     }
     annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)}
     return {

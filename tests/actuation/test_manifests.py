@@ -90,9 +90,14 @@ def test_the_deployment_runs_one_stage_server_with_the_stage_config() -> None:
         "IPA_THREADS": "2",
         "IPA_BATCH_SIZE": "4",
         "IPA_BATCH_SIZE_FILE": "/etc/ipa/stage/batch_size",
+        "IPA_HOST": "0.0.0.0",
+        "IPA_PORT": "8000",
     }
     assert container["resources"] == {"requests": {"cpu": "2"}, "limits": {"cpu": "2"}}
     assert container["ports"] == [{"name": "http", "containerPort": 8000}]
+    # The stage server's own endpoints: ready after its model is loaded, alive while it answers.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     # A rollout never removes an old pod before its replacement is ready.
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
