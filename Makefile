@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 # torch's CPU-only wheel: from a local wheel folder when there is one, else PyTorch's CPU index.
 FIND_LINKS ?= $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: demo test lint lock bench clean-venv variants profile adapt train-forecaster fake-kube airflow mlflow
+.PHONY: demo test lint lock bench clean-venv variants profile adapt train-forecaster fake-kube serve airflow mlflow
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (PYTHON=$(PYTHON))")'
@@ -75,6 +75,11 @@ train-forecaster: $(STAMP)
 fake-kube: $(STAMP)
 	$(BIN)/python -m ipa_tasks.fake_kube_api --port $(FAKE_KUBE_PORT) --kubeconfig .fake-kube/kubeconfig.yaml \
 		--seed digit-strips --seed language-routing
+
+# The local serving runtime: routers and stage-server replicas of both demo pipelines (build the variants
+# first with make variants); while it runs, ipa_adapt's local target starts and stops its replicas.
+serve: $(STAMP)
+	$(BIN)/python -m ipa_tasks.serving.runtime --spec digit-strips --spec language-routing
 
 # The Airflow UI (api-server, scheduler, dag-processor, triggerer) on http://127.0.0.1:$(AIRFLOW_PORT);
 # user admin, password printed at start-up and kept in .airflow/simple_auth_manager_passwords.json.generated

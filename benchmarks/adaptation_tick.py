@@ -78,9 +78,10 @@ def scaled_window(trace: Path, start: int, scale: float) -> np.ndarray:
 def write_counts(home: Path, series: np.ndarray, t0: int, seconds: range) -> None:
     """What the local router writes: one row per second per pipeline, ``series[s - t0]`` requests."""
     from ipa_tasks.monitoring import append_rates
+    from ipa_tasks.serving.locations import request_counts_file
 
     for pipeline in PIPELINES:
-        path = home / "serving" / pipeline / "requests.csv"
+        path = request_counts_file(home, pipeline)
         append_rates(path, {s: int(series[s - t0]) for s in seconds})
 
 

@@ -21,11 +21,12 @@ from ipa_tasks.actuation.config import (
 )
 from ipa_tasks.actuation.target import TargetError
 from ipa_tasks.atomic_files import atomic_write_text
+from ipa_tasks.serving.locations import pipeline_dir
 from ipa_tasks.spec import PipelineSpec
 
 
 def running_file(home: Path, pipeline: str) -> Path:
-    return Path(home) / "serving" / pipeline / "running.json"
+    return pipeline_dir(home, pipeline) / "running.json"
 
 
 class LocalFileTarget:

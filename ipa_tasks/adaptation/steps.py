@@ -24,6 +24,7 @@ from ipa_tasks.adaptation.choices import TARGETS
 from ipa_tasks.adaptation.state import read_state, write_state
 from ipa_tasks.kubernetes_connection import KUBERNETES_CONNECTION
 from ipa_tasks.optimizer.plan import Plan
+from ipa_tasks.serving.locations import runtime_file
 from ipa_tasks.settings import Settings
 from ipa_tasks.spec import SpecError, load_spec, resolve_spec_path
 
@@ -186,13 +187,19 @@ def forecast_load(settings: Settings, tick: Tick, options: TickOptions, log: Log
 
 
 def make_target(kind: str, settings: Settings, connection_exists: Callable[[], bool]) -> Target:
-    """``auto`` is Kubernetes when the ``ipa_kubernetes`` connection exists, else the local target."""
+    """``auto`` is Kubernetes when the ``ipa_kubernetes`` connection exists, else the local target: the
+    local runtime's replicas when the runtime runs (``make serve``), else the interim file target, which
+    only records plans."""
     if kind not in TARGETS:
         raise ValueError(f"unknown target {kind!r}; choose one of {', '.join(TARGETS)}")
     if kind == "kubernetes" or (kind == "auto" and connection_exists()):
         from ipa_tasks.actuation.kubernetes import KubernetesTarget
 
         return KubernetesTarget(KUBERNETES_CONNECTION)
+    if runtime_file(settings.home).exists():
+        from ipa_tasks.actuation.local_runtime import LocalRuntimeTarget
+
+        return LocalRuntimeTarget(settings.home)
     return LocalFileTarget(settings.home)
 
 

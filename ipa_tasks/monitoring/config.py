@@ -22,6 +22,7 @@ from ipa_tasks.monitoring.prometheus import DEFAULT_PROMETHEUS_QUERY, Prometheus
 from ipa_tasks.monitoring.rate_file import RateFileSource
 from ipa_tasks.monitoring.source import LoadSource
 from ipa_tasks.monitoring.trace_replay import TraceReplaySource, cached_trace
+from ipa_tasks.serving.locations import request_counts_file
 
 _FIELDS = {
     "prometheus": {"kind", "url", "query", "timeout_s"},
@@ -56,7 +57,7 @@ def source_from_config(config: Mapping[str, Any], pipeline: str, home: Path) -> 
     if kind == "prometheus":
         return _prometheus(fields, pipeline)
     if kind == "local":
-        path = fields.path("path", home, required=False) or home / "serving" / pipeline / "requests.csv"
+        path = fields.path("path", home, required=False) or request_counts_file(home, pipeline)
         return RateFileSource(path, stale_after_s=fields.number("stale_after_s", default=10.0))
     return _trace(fields, home)
 

@@ -71,6 +71,7 @@ from prometheus_client import (
 )
 
 from ipa_tasks.monitoring.rate_file import append_rates
+from ipa_tasks.serving.locations import request_counts_file
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 _STAGE_SERVER_MODULE = "ipa_tasks.serving.stage_server"
 
 
-def rate_file_path(home: Path, pipeline: str) -> Path:
-    """Where the local load source reads this pipeline's per-second request counts."""
-    return Path(home) / "serving" / pipeline / "requests.csv"
+rate_file_path = request_counts_file
+"""Where the local load source reads this pipeline's per-second request counts."""
 
 
 # --- the item codec ---------------------------------------------------------------------------------------

@@ -133,6 +133,12 @@ def test_the_load_source_and_target_default_to_the_embedded_ones(settings: Setti
     with pytest.raises(ValueError, match="must be a JSON object"):
         load_source_config({}, '["local"]')
     assert isinstance(make_target("auto", settings, lambda: False), LocalFileTarget)
+    # With the local runtime running (its runtime.json present), local plans go to its replicas.
+    runtime = settings.home / "serving" / "runtime.json"
+    runtime.parent.mkdir(parents=True)
+    runtime.write_text('{"url": "http://127.0.0.1:1", "pid": 1, "pipelines": {}}')
+    assert make_target("local", settings, lambda: False).name.startswith("local runtime at")
+    runtime.unlink()
     assert make_target("auto", settings, lambda: True).name.startswith("kubernetes")
     with pytest.raises(ValueError, match="unknown target"):
         make_target("docker", settings, lambda: False)
