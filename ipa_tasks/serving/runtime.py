@@ -54,7 +54,7 @@ from ipa_tasks.atomic_files import atomic_write_text
 from ipa_tasks.demo_pipelines.handoffs import handoff_for
 from ipa_tasks.serving.locations import pipeline_dir, runtime_file
 from ipa_tasks.serving.router import Router, create_app, rate_file_path, serve_app
-from ipa_tasks.serving.stage_server import free_port, server_command
+from ipa_tasks.serving.stage_server import PARENT_PID_VARIABLE, free_port, server_command
 from ipa_tasks.spec import PipelineSpec, SpecError, load_spec, resolve_spec_path
 
 MODULE = "ipa_tasks.serving.runtime"
@@ -303,6 +303,8 @@ class PipelineRuntime:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # The server stops itself when this process dies, even by SIGKILL (stop_with_parent).
+                env={**os.environ, PARENT_PID_VARIABLE: str(os.getpid())},
             )
         log.info(
             "started %s/%s %s on port %d (pid %d)", self.spec.name, stage, want.variant, port, process.pid

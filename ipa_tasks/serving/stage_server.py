@@ -711,7 +711,29 @@ def configure_logging(pipeline: str, stage: str) -> None:
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 
+PARENT_PID_VARIABLE = "IPA_PARENT_PID"
+"""Set by a supervisor (the local runtime): the server is stopped when that process dies, however."""
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent(environ: Mapping[str, str] = os.environ) -> bool:
+    """Ask the kernel to SIGTERM this process when the supervisor named by ``IPA_PARENT_PID`` dies, even by
+    SIGKILL, so that no replica outlives the runtime that routes to it. False when the supervisor is
+    already gone (the caller exits). Linux only; elsewhere, and without the variable, nothing to do."""
+    parent = environ.get(PARENT_PID_VARIABLE)
+    if not parent or not sys.platform.startswith("linux"):
+        return True
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    # The supervisor may have died between starting this process and the call above.
+    return os.getppid() == int(parent)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if not stop_with_parent():
+        print("stage_server: the runtime that started this server is gone; not starting", file=sys.stderr)
+        return EXIT_LOAD_FAILED
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     try:

@@ -275,3 +275,26 @@ def test_sigterm_stops_every_stage_server_and_removes_runtime_json(runtime: Runn
     assert not runtime_file(runtime.home).exists()
     logs = list((runtime.home / "serving" / PIPELINE / "logs").glob(f"{STAGE}-*.log"))
     assert logs and "stopped after" in "".join(p.read_text() for p in logs)
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie: a runtime killed outright cannot reap its children, and whoever adopts them
+    (init here) may not either."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_stage_servers_stop_when_the_runtime_is_killed_outright(tmp_path: Path) -> None:
+    runtime = start_runtime(tmp_path)  # its own: the module's runtime is stopped by the test before
+    status, body = put(runtime, replicas=2)
+    assert status == 200, body
+    children = pids(body["stages"][STAGE])
+    runtime.process.kill()  # SIGKILL: no handler runs, nothing is drained
+    runtime.process.wait()
+    deadline = time.monotonic() + 20
+    while not all(exited(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(exited(pid) for pid in children), "stage servers outlived a killed runtime"
