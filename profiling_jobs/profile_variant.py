@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from ipa_tasks.argument_types import int_at_least
 from ipa_tasks.profiles import ProfileError, write_profile
 from ipa_tasks.spec import SpecError, load_spec, resolve_spec_path
 from ipa_tasks.variants import LoadedVariant, VariantLoadError, accuracy, load_variant
@@ -197,20 +198,7 @@ def profile_rows(
     return pd.DataFrame(rows)
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
+_positive_int = int_at_least(1)
 
 
 def _positive_int_list(text: str) -> list[int]:
@@ -238,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cores", type=_positive_int_list, help="comma-separated thread counts (default: the stage's)"
     )
     parser.add_argument("--repetitions", type=_positive_int, default=30, help="timed batches (default 30)")
-    parser.add_argument("--warmup", type=_int_at_least(0), default=5, help="untimed batches (default 5)")
+    parser.add_argument("--warmup", type=int_at_least(0), default=5, help="untimed batches (default 5)")
     parser.add_argument("--out", required=True, type=Path, help="output table, .csv or .parquet")
     return parser
 

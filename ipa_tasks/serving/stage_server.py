@@ -69,6 +69,7 @@ from ipa_tasks.actuation.manifests import (
     ENV_VARIANT,
     METRICS_PORT,
 )
+from ipa_tasks.argument_types import int_at_least
 from ipa_tasks.serving.batching import BatcherStopped, BatchRecord, DynamicBatcher, Served
 from ipa_tasks.spec import SpecError, StageSpec, VariantSpec, load_spec, resolve_spec_path
 from ipa_tasks.variants import LoadedVariant, load_variant
@@ -171,20 +172,7 @@ class ServerSettings:
     warmup_items: int
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
+_positive_int = int_at_least(1)
 
 
 def _non_negative_float(text: str) -> float:
@@ -261,7 +249,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--warmup-items",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=1,
         help="held-out items predicted once before the server reports ready (default 1; 0: none)",
     )
