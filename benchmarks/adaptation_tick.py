@@ -5,7 +5,7 @@ Part 1 replays IPA's bursty Twitter window (``--start``, damped by 8, times ``--
 the demo pipelines' range) through the local runtime's request-count file, as a router would write it,
 and runs the tick's steps in this process once per simulated interval, with the functions the DAG's tasks
 call (a new planner every tick, as in a task; but imports, torch and the MLflow store stay warm in one
-process, which part 2 does not spare); plans are applied to the local target, so each diff is against the
+process, which part 2 does not spare); plans are applied to an in-memory target, so each diff is against the
 previous plan. Part 2 starts Airflow (api-server, scheduler, dag-processor;
 LocalExecutor, SQLite, loopback) in a temporary home, feeds the request-count file with the same window,
 unpauses ``ipa_adapt`` and times its runs (start to end, from the REST API).
@@ -104,7 +104,7 @@ def in_process_ticks(
 ) -> list[dict]:
     """Time the steps of ``args.ticks`` ticks per pipeline on the replayed window."""
     from ipa_tasks.actuation.config import config_from_dict, config_of
-    from ipa_tasks.actuation.local import LocalFileTarget
+    from ipa_tasks.actuation.memory import InMemoryTarget
     from ipa_tasks.actuation.target import apply_change
     from ipa_tasks.adaptation.steps import (
         TickOptions,
@@ -119,7 +119,7 @@ def in_process_ticks(
 
     settings = Settings(home=home, tracking_uri=tracking_uri)
     options = TickOptions(forecaster=forecaster, target="local", load_source={"kind": "local"})
-    target = LocalFileTarget(home)
+    target = InMemoryTarget()
     quiet = lambda _: None  # noqa: E731
     t0 = int(time.time()) - options.history_s - args.ticks * args.interval
     written = t0

@@ -18,13 +18,11 @@ from typing import Any
 # Only light modules here: each step runs in a task process of its own, every 30 s, and imports what it
 # alone needs (the optimizer, pandas, MLflow, torch and the Kubernetes client cost seconds together).
 from ipa_tasks.actuation.config import config_from_dict, config_of, config_to_dict, plan_steps
-from ipa_tasks.actuation.local import LocalFileTarget
 from ipa_tasks.actuation.target import ApplyReport, Target, TargetError, apply_change
 from ipa_tasks.adaptation.choices import TARGETS
 from ipa_tasks.adaptation.state import read_state, write_state
 from ipa_tasks.kubernetes_connection import KUBERNETES_CONNECTION
 from ipa_tasks.optimizer.plan import Plan
-from ipa_tasks.serving.locations import runtime_file
 from ipa_tasks.settings import Settings
 from ipa_tasks.spec import SpecError, load_spec, resolve_spec_path
 
@@ -32,6 +30,7 @@ Log = Callable[[str], object]
 Tick = dict[str, Any]
 PROMETHEUS_URL_VARIABLE = "IPA_PROMETHEUS_URL"
 LOAD_SOURCE_VARIABLE = "ipa_load_source"
+PIPELINES_VARIABLE = "ipa_adapt_pipelines"
 CHAMPION_RECHECK_S = 300.0
 """How long a tick trusts the registered forecaster it last looked up before asking MLflow again."""
 
@@ -75,6 +74,25 @@ class TickOptions:
         options = cls(**{k: v for k, v in params.items() if k in known})
         forced = dry_run_variable.strip().lower() in ("true", "1", "yes", "on")
         return replace(options, dry_run=options.dry_run or forced, load_source_variable=load_source_variable)
+
+
+def pipelines_chosen(conf: Mapping[str, Any], variable: str, default: list[str]) -> list[str]:
+    """Which pipelines a run adapts: the trigger's ``pipelines``, else the Variable ``ipa_adapt_pipelines``
+    (a JSON list, for the scheduled runs, which take no conf), else the param's default."""
+    if conf.get("pipelines"):
+        return list(conf["pipelines"])
+    if not variable.strip():
+        return list(default)
+    try:
+        data = json.loads(variable)
+    except ValueError as exc:
+        raise ValueError(f"the Airflow Variable {PIPELINES_VARIABLE} is not JSON: {exc}") from None
+    if not isinstance(data, list) or not data or not all(isinstance(x, str) and x for x in data):
+        raise ValueError(
+            f"the Airflow Variable {PIPELINES_VARIABLE} must be a non-empty JSON list of spec names or "
+            f"files, got {variable.strip()[:200]}"
+        )
+    return data
 
 
 def pipelines_to_adapt(spec_refs: list[str]) -> list[Tick]:
@@ -188,19 +206,17 @@ def forecast_load(settings: Settings, tick: Tick, options: TickOptions, log: Log
 
 def make_target(kind: str, settings: Settings, connection_exists: Callable[[], bool]) -> Target:
     """``auto`` is Kubernetes when the ``ipa_kubernetes`` connection exists, else the local target: the
-    local runtime's replicas when the runtime runs (``make serve``), else the interim file target, which
-    only records plans."""
+    local serving runtime's replicas (``make serve``, or ``make demo``), found through its
+    ``runtime.json``; when it does not run, reading the target fails and says how to start it."""
     if kind not in TARGETS:
         raise ValueError(f"unknown target {kind!r}; choose one of {', '.join(TARGETS)}")
     if kind == "kubernetes" or (kind == "auto" and connection_exists()):
         from ipa_tasks.actuation.kubernetes import KubernetesTarget
 
         return KubernetesTarget(KUBERNETES_CONNECTION)
-    if runtime_file(settings.home).exists():
-        from ipa_tasks.actuation.local_runtime import LocalRuntimeTarget
+    from ipa_tasks.actuation.local_runtime import LocalRuntimeTarget
 
-        return LocalRuntimeTarget(settings.home)
-    return LocalFileTarget(settings.home)
+    return LocalRuntimeTarget(settings.home)
 
 
 def decide(settings: Settings, tick: Tick, options: TickOptions, target: Target, log: Log) -> Tick:

@@ -1,16 +1,15 @@
-"""The one apply procedure: order, no write for no change, dry run, rollback, read-back; and the local
-target, which records the configuration in a file."""
+"""The one apply procedure: order, no write for no change, dry run, rollback, read-back; and the in-memory
+target, which refuses what the real targets refuse."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 
 import pytest
 
 from ipa_tasks.actuation.config import PipelineConfig, StageConfig, Step
-from ipa_tasks.actuation.local import LocalFileTarget, running_file
+from ipa_tasks.actuation.memory import InMemoryTarget
 from ipa_tasks.actuation.target import ApplyReport, TargetError, apply_change
 from ipa_tasks.spec import PipelineSpec, load_spec, resolve_spec_path
 
@@ -130,28 +129,18 @@ def test_the_report_survives_xcom(spec):
     assert ApplyReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
 
 
-def test_the_local_target_records_the_configuration_atomically(spec, tmp_path: Path):
-    target = LocalFileTarget(tmp_path)
+def test_the_in_memory_target_keeps_each_pipelines_configuration(spec):
+    target = InMemoryTarget()
     assert target.read(spec) == {}
     report = apply_change(target, spec, {}, AFTER, log=lambda _: None)
     assert report.status == "applied" and [s.kind for s in report.steps] == ["create", "create"]
     assert target.read(spec) == AFTER
-    assert json.loads(running_file(tmp_path, "digit-strips").read_text())["detect"]["variant"] == "det_fcn_s"
-    assert [p.name for p in running_file(tmp_path, "digit-strips").parent.iterdir()] == ["running.json"]
+    assert target.read(spec.model_copy(update={"name": "another"})) == {}
 
 
-def test_the_local_target_refuses_replicas_beyond_the_spec_and_keeps_the_file(spec, tmp_path: Path):
-    target = LocalFileTarget(tmp_path)
-    apply_change(target, spec, {}, BEFORE, log=lambda _: None)
+def test_the_in_memory_target_refuses_what_the_real_ones_refuse(spec):
+    target = InMemoryTarget({spec.name: BEFORE})
     too_many = {**BEFORE, "detect": cfg("det_cc", 1, 99)}
     report = apply_change(target, spec, BEFORE, too_many, log=lambda _: None)
     assert report.status == "rolled_back" and "outside the spec's bounds 1..16" in report.message
     assert target.read(spec) == BEFORE
-
-
-def test_a_damaged_running_file_is_an_error_that_names_it(spec, tmp_path: Path):
-    path = running_file(tmp_path, "digit-strips")
-    path.parent.mkdir(parents=True)
-    path.write_text("{not json")
-    with pytest.raises(TargetError, match=r"running\.json"):
-        LocalFileTarget(tmp_path).read(spec)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ipa_tasks.actuation.local import LocalFileTarget
+from ipa_tasks.actuation.memory import InMemoryTarget
+from ipa_tasks.actuation.target import TargetError
 from ipa_tasks.adaptation.state import read_state
 from ipa_tasks.adaptation.steps import (
     TickOptions,
@@ -18,6 +19,7 @@ from ipa_tasks.adaptation.steps import (
     load_source_config,
     make_target,
     observe_load,
+    pipelines_chosen,
     pipelines_to_adapt,
 )
 from ipa_tasks.monitoring import append_rates
@@ -38,11 +40,11 @@ def counts(settings: Settings, rps: int, now: int) -> None:
 OPTIONS = TickOptions(forecaster="window-max", target="local", forecast_margin=0.0)
 
 
-def tick_until_decided(settings: Settings, now: int, log=print) -> dict:
+def tick_until_decided(settings: Settings, now: int, log=print, target=None) -> dict:
     (tick,) = pipelines_to_adapt(["digit-strips"])
     tick = observe_load(settings, tick, OPTIONS, log, now=now)
     tick = forecast_load(settings, tick, OPTIONS, log)
-    return decide(settings, tick, OPTIONS, LocalFileTarget(settings.home), log)
+    return decide(settings, tick, OPTIONS, target or InMemoryTarget(), log)
 
 
 def test_a_broken_spec_stops_the_run_naming_the_file(tmp_path: Path):
@@ -87,9 +89,10 @@ def test_with_no_load_ever_known_the_running_configuration_stays(settings: Setti
     lines: list[str] = []
     tick = tick_until_decided(settings, int(time.time()), lines.append)
     assert tick["forecast"] is None and tick["plan"] is None and tick["steps"] == []
-    applied = apply_plan(settings, tick, OPTIONS, LocalFileTarget(settings.home), lines.append)
+    target = InMemoryTarget()
+    applied = apply_plan(settings, tick, OPTIONS, target, lines.append)
     assert applied["apply"]["status"] == "unchanged"
-    assert LocalFileTarget(settings.home).read(pipelines_spec()) == {}
+    assert target.read(pipelines_spec()) == {}
 
 
 def pipelines_spec():
@@ -101,10 +104,10 @@ def pipelines_spec():
 def test_applying_twice_changes_nothing_the_second_time(settings: Settings):
     now = int(time.time())
     counts(settings, 40, now)
-    target = LocalFileTarget(settings.home)
-    first = apply_plan(settings, tick_until_decided(settings, now), OPTIONS, target, print)
+    target = InMemoryTarget()
+    first = apply_plan(settings, tick_until_decided(settings, now, target=target), OPTIONS, target, print)
     assert first["apply"]["status"] == "applied"
-    second = tick_until_decided(settings, now)
+    second = tick_until_decided(settings, now, target=target)
     assert second["steps"] == []
     assert apply_plan(settings, second, OPTIONS, target, print)["apply"]["status"] == "unchanged"
 
@@ -112,11 +115,14 @@ def test_applying_twice_changes_nothing_the_second_time(settings: Settings):
 def test_a_target_that_cannot_be_read_is_an_error_of_the_tick_not_a_crash(settings: Settings):
     now = int(time.time())
     counts(settings, 40, now)
-    running = settings.home / "serving" / "digit-strips" / "running.json"
-    running.write_text("{broken")
-    tick = tick_until_decided(settings, now)
-    assert tick["error"].startswith("decide:") and "running.json" in tick["error"]
-    assert apply_plan(settings, tick, OPTIONS, LocalFileTarget(settings.home), print) == tick
+
+    class Unreadable(InMemoryTarget):
+        def read(self, spec):
+            raise TargetError("the target answered nonsense")
+
+    tick = tick_until_decided(settings, now, target=Unreadable())
+    assert tick["error"] == "decide: the target answered nonsense"
+    assert apply_plan(settings, tick, OPTIONS, Unreadable(), print) == tick
 
 
 def test_the_load_source_and_target_default_to_the_embedded_ones(settings: Settings, monkeypatch):
@@ -132,8 +138,10 @@ def test_the_load_source_and_target_default_to_the_embedded_ones(settings: Setti
         load_source_config({}, "{kind: local")
     with pytest.raises(ValueError, match="must be a JSON object"):
         load_source_config({}, '["local"]')
-    assert isinstance(make_target("auto", settings, lambda: False), LocalFileTarget)
-    # With the local runtime running (its runtime.json present), local plans go to its replicas.
+    # Without the connection, plans go to the local runtime, which says how to start it when it is down.
+    local = make_target("auto", settings, lambda: False)
+    with pytest.raises(TargetError, match=r"the local runtime is not running.*ipa_tasks\.serving\.runtime"):
+        local.read(pipelines_spec())
     runtime = settings.home / "serving" / "runtime.json"
     runtime.parent.mkdir(parents=True)
     runtime.write_text('{"url": "http://127.0.0.1:1", "pid": 1, "pipelines": {}}')
@@ -212,3 +220,16 @@ def test_the_dry_run_variable_forces_a_dry_run_and_the_load_source_variable_is_k
     options = TickOptions.from_params({"dry_run": False}, dry_run_variable="Yes", load_source_variable="{}")
     assert options.dry_run and options.load_source_variable == "{}"
     assert not TickOptions.from_params({"dry_run": False}, dry_run_variable="false").dry_run
+
+
+def test_scheduled_runs_adapt_the_pipelines_of_the_variable_and_a_trigger_its_own():
+    default = ["digit-strips", "language-routing"]
+    assert pipelines_chosen({}, "", default) == default
+    assert pipelines_chosen({}, '["digit-strips"]', default) == ["digit-strips"]
+    assert pipelines_chosen({"pipelines": ["language-routing"]}, '["digit-strips"]', default) == [
+        "language-routing"
+    ]
+    with pytest.raises(ValueError, match="ipa_adapt_pipelines is not JSON"):
+        pipelines_chosen({}, "[digit-strips", default)
+    with pytest.raises(ValueError, match="non-empty JSON list"):
+        pipelines_chosen({}, "[]", default)
