@@ -2,7 +2,8 @@
 ### Adapt the pipelines to their load, every 30 seconds
 
 Each run is one tick per pipeline (a mapped task group, one per pipeline; a pipeline that fails does not
-stop the others):
+stop the others). The pipelines are the trigger's `pipelines`, else the Variable `ipa_adapt_pipelines` (a
+JSON list: the scheduled runs take no conf), else both demo pipelines:
 
 1. **observe** the per-second request rate of the last `history_s` seconds from the `load_source` param,
    else the Variable `ipa_load_source` (the same JSON), else Prometheus when `IPA_PROMETHEUS_URL` is set,
@@ -79,7 +80,7 @@ def _target(options):
             items={"type": "string", "minLength": 1},
             minItems=1,
             uniqueItems=True,
-            description="spec names or spec files",
+            description="spec names or spec files (scheduled runs: the Variable ipa_adapt_pipelines if set)",
         ),
         "policy": Param("ipa", enum=list(POLICIES), description="ipa, or a baseline of the paper"),
         "solver": Param("auto", enum=list(SOLVERS), description="auto: Gurobi, HiGHS if Gurobi refuses"),
@@ -102,9 +103,12 @@ def ipa_adapt() -> None:
     @task
     def select_pipelines() -> list[dict]:
         """Validate the pipelines' specs; one tick each."""
-        from ipa_tasks.adaptation.steps import pipelines_to_adapt
+        from ipa_tasks.adaptation.steps import PIPELINES_VARIABLE, pipelines_chosen, pipelines_to_adapt
 
-        return pipelines_to_adapt(list(get_current_context()["params"]["pipelines"]))
+        context = get_current_context()
+        conf = context["dag_run"].conf or {}
+        variable = Variable.get(PIPELINES_VARIABLE, "")
+        return pipelines_to_adapt(pipelines_chosen(conf, variable, list(context["params"]["pipelines"])))
 
     @task(map_index_template="{{ tick_label }}")
     def observe(tick: dict) -> dict:
