@@ -31,6 +31,21 @@ DAY_KIND = "adaptation-day"
 TABLE_ARTIFACT = "decisions.csv"
 PLOT_ARTIFACT = "load_forecast_cost.png"
 ARTIFACT_EVERY = 10
+TEXT_COLUMNS = (
+    "time",
+    "run_id",
+    "observation_source",
+    "forecaster",
+    "policy",
+    "solver",
+    "plan_status",
+    "reason",
+    "configuration",
+    "running",
+    "apply_status",
+    "target",
+    "message",
+)
 METRICS = (
     "observed_rps",
     "observed_peak_rps",
@@ -88,6 +103,7 @@ def decision_row(tick: Mapping[str, Any], run_id: str, at: datetime) -> dict[str
         "latency_s": _number(plan.get("latency_s")),
         "sla_s": _number(plan.get("sla_s")),
         "configuration": _configuration(plan),
+        "running": _running(tick.get("running")),
         "decision_time_s": _number(plan.get("build_time_s", 0.0)) + _number(plan.get("solve_time_s", 0.0)),
         "tick_time_s": sum(t for t in timings if t is not None),
         "steps": len(tick.get("steps") or []),
@@ -112,6 +128,25 @@ def _configuration(plan: Mapping[str, Any]) -> str:
     )
 
 
+def _running(running: Mapping[str, Mapping[str, Any]] | None) -> str:
+    """What ran when the tick decided, in the plan's notation."""
+    return "; ".join(
+        f"{stage}={c['variant']}/b{c['batch_size']}/c{c['cores']}/x{c['replicas']}"
+        for stage, c in (running or {}).items()
+    )
+
+
+def read_decisions(path: Path) -> pd.DataFrame:
+    """A day's table as written, text columns as text ("" where empty, not NaN; tables written before a
+    column existed get it empty)."""
+    import pandas as pd
+
+    table = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False, na_values=[""])
+    for column in TEXT_COLUMNS:
+        table[column] = table[column].fillna("") if column in table else ""
+    return table
+
+
 def day_table_path(home: Path, pipeline: str, day: str) -> Path:
     return adaptation_dir(home, pipeline) / "decisions" / f"{day}.csv"
 
@@ -123,7 +158,7 @@ def append_decision(home: Path, pipeline: str, row: Mapping[str, Any]) -> pd.Dat
     path = day_table_path(home, pipeline, row["time"][:10])
     table = pd.DataFrame([row])
     if path.exists():
-        table = pd.concat([pd.read_csv(path), table], ignore_index=True)
+        table = pd.concat([read_decisions(path), table], ignore_index=True)
     atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
     return table
 

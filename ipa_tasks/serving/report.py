@@ -158,13 +158,21 @@ def _row(
         "offered_rps": len(requests) / duration if duration > 0 else math.nan,
         "observed_peak_rps": float(plan.get("observed_peak_rps", math.nan)),
         "forecast_rps": float(plan.get("forecast_rps", math.nan)),
-        "configuration": "" if pd.isna(plan.get("configuration", "")) else str(plan.get("configuration", "")),
+        "configuration": _configuration(plan),
         **counts,
         "violation_share": counts["sla_violations"] / len(requests) if len(requests) else math.nan,
         "accuracy": float(plan.get("accuracy", math.nan)),
         "total_cores": float(plan.get("total_cores", math.nan)),
         "changed": int(plan.get("changed", 0) or 0),
     }
+
+
+def _configuration(decision: Mapping[str, Any]) -> str:
+    """The decision's plan; for a tick that made none (no load known yet), what it kept running."""
+    planned, running = (decision.get(k, "") for k in ("configuration", "running"))
+    if isinstance(planned, str) and planned:
+        return planned
+    return f"kept: {running}" if isinstance(running, str) and running else ""
 
 
 def _served_latencies(requests: pd.DataFrame) -> np.ndarray:

@@ -14,6 +14,7 @@ from ipa_tasks.adaptation.decisions import (
     day_table_path,
     decision_row,
     decisions_plot,
+    read_decisions,
     record_tick,
 )
 
@@ -67,6 +68,24 @@ def test_a_tick_becomes_one_flat_row():
     assert row["configuration"] == "detect=d/b2/c1/x2; classify=c/b8/c1/x1"
     assert row["objective"] == 13.0 and row["total_cores"] == 3 and row["changed"] == 1
     assert row["decision_time_s"] == pytest.approx(0.005) and row["tick_time_s"] == pytest.approx(0.06)
+
+
+def test_the_row_says_what_ran_when_the_tick_decided():
+    running = {"detect": {"variant": "d", "batch_size": 1, "cores": 1, "replicas": 3}}
+    row = decision_row({**tick(30), "running": running}, "r", datetime.now(UTC))
+    assert row["running"] == "detect=d/b1/c1/x3"
+
+
+def test_a_day_table_reads_back_with_text_as_text(tmp_path: Path):
+    path = tmp_path / "day.csv"
+    path.write_text("time,configuration,forecast_rps,message\n2026-12-01T00:00:00+00:00,,,\n")
+    table = read_decisions(path)
+    assert (
+        table.loc[0, "configuration"] == ""
+        and table.loc[0, "message"] == ""
+        and table.loc[0, "running"] == ""
+    )
+    assert math.isnan(table.loc[0, "forecast_rps"])
 
 
 def test_a_tick_without_load_or_plan_still_makes_a_row():

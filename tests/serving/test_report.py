@@ -243,3 +243,12 @@ def test_write_report_writes_the_markdown_csv_and_plots(tmp_path: Path) -> None:
     assert f"| {BEFORE} |" in text and f"| {AFTER} |" in text
     assert "12 requests: 9 served, 1 dropped, 2 errors" in text
     assert "![latency_cdf.png](latency_cdf.png)" in text
+
+
+def test_a_decision_without_a_plan_shows_what_it_kept_running() -> None:
+    decisions = _decisions().sort_values("time").reset_index(drop=True)
+    decisions["running"] = ["a=small/b1/c4/x1", "a=small/b1/c4/x1", "a=big/b2/c8/x1"]
+    decisions.loc[0, "configuration"] = ""
+    table = interval_table(_requests(), decisions, sla_s=SLA).set_index("interval")
+    assert table.loc["1", "configuration"] == "kept: a=small/b1/c4/x1"
+    assert table.loc["2", "configuration"] == "a=big/b2/c8/x1"
