@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 # torch's CPU-only wheel: from a local wheel folder when there is one, else PyTorch's CPU index.
 FIND_LINKS ?= $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: demo test lint lock bench clean-venv variants profile adapt train-forecaster fake-kube serve airflow mlflow
+.PHONY: demo demo-stop test lint lock bench clean-venv variants profile adapt train-forecaster fake-kube serve airflow mlflow
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (PYTHON=$(PYTHON))")'
@@ -25,8 +25,14 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
+# The end-to-end demo (README, "The demo"): Airflow, MLflow, profiling, serving, adaptation, a report.
+# DEMO_ARGS passes options, e.g. make demo DEMO_ARGS=--keep-up (then make demo-stop); ipa demo --help.
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/ipa sweep --all
+	$(AIRFLOW_ENV) $(BIN)/ipa demo $(DEMO_ARGS)
+
+demo-stop: $(STAMP)
+	$(AIRFLOW_ENV) $(BIN)/ipa demo-stop
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -238,6 +239,45 @@ def cmd_build_variants(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ipa_tasks.demo.airflow_api import AirflowApiError
+    from ipa_tasks.demo.run import Demo, DemoError, DemoOptions, ServiceError, print_result
+
+    console = _console()
+    options = DemoOptions(
+        pipeline=args.pipeline,
+        start=args.start,
+        seconds=args.seconds,
+        scale=args.scale,
+        interval_s=args.interval,
+        keep_up=args.keep_up,
+        profile=not args.skip_profile,
+        profile_conf=json.loads(args.profile_conf) if args.profile_conf else {},
+        airflow_port=args.airflow_port,
+        mlflow_port=args.mlflow_port,
+        seed=args.seed,
+    )
+    try:
+        result = Demo(options, console).run()
+    except (DemoError, ServiceError, AirflowApiError, subprocess.CalledProcessError) as exc:
+        console.print(f"[red]demo: error: {exc}[/red]")
+        return 1
+    except KeyboardInterrupt:
+        console.print("[yellow]demo: interrupted; the services are stopped[/yellow]")
+        return 130
+    print_result(console, result)
+    return 0
+
+
+def cmd_demo_stop(args: argparse.Namespace) -> int:
+    from ipa_tasks.demo.run import stop_recorded_services
+    from ipa_tasks.settings import current_settings
+
+    stopped = stop_recorded_services(current_settings().home)
+    print(f"stopped: {', '.join(stopped)}" if stopped else "no demo service was running")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipa",
@@ -310,6 +350,36 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--rebuild", action="store_true", help="build again even if cached")
     build.add_argument("--no-register", action="store_true", help="do not log to the MLflow registry")
     build.set_defaults(func=cmd_build_variants)
+
+    from ipa_tasks.demo.run import DEFAULT_SCALE, DEFAULT_SECONDS, DEFAULT_START
+
+    demo = sub.add_parser(
+        "demo",
+        help="the end-to-end demo: Airflow, MLflow, profiling, serving and adaptation under a replayed load",
+        description="Start MLflow and Airflow on 127.0.0.1, build and profile a demo pipeline, serve it on "
+        "this machine, replay a window of the Twitter trace onto it while ipa_adapt adapts it every 30 s, "
+        "and write a report (table and plots) to $IPA_HOME/demo/runs/<time>/. About 12 minutes the first "
+        "time (building the variants), 8 afterwards.",
+    )
+    demo.add_argument("--pipeline", default="digit-strips", help="digit-strips (default) or language-routing")
+    demo.add_argument("--start", type=int, default=DEFAULT_START, help="first second of the trace window")
+    demo.add_argument("--seconds", type=int, default=DEFAULT_SECONDS, help="seconds of load to replay")
+    demo.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="multiplies the trace (damped by 8)")
+    demo.add_argument("--interval", type=int, default=30, help="seconds between ipa_adapt runs (default 30)")
+    demo.add_argument("--keep-up", action="store_true", help="leave the services running afterwards")
+    demo.add_argument("--skip-profile", action="store_true", help="plan with the published profile")
+    demo.add_argument("--profile-conf", help="extra ipa_profile params as JSON, e.g. '{\"repetitions\": 20}'")
+    demo.add_argument("--airflow-port", type=int, default=8080)
+    demo.add_argument("--mlflow-port", type=int, default=5000)
+    demo.add_argument("--seed", type=int, default=0, help="of the arrival times")
+    demo.set_defaults(func=cmd_demo)
+
+    demo_stop = sub.add_parser(
+        "demo-stop",
+        help="stop the services a demo left running (--keep-up)",
+        description="Stop the services recorded in $IPA_HOME/demo/services.json that still run.",
+    )
+    demo_stop.set_defaults(func=cmd_demo_stop)
     return parser
 
 
