@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -46,6 +47,16 @@ def _time_limit(text: str) -> float:
 
 def _load_list(text: str) -> list[float]:
     return [_positive_float(part) for part in text.split(",") if part.strip()]
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def _console() -> Console:
@@ -252,18 +263,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
         interval_s=args.interval,
         keep_up=args.keep_up,
         profile=not args.skip_profile,
-        profile_conf=json.loads(args.profile_conf) if args.profile_conf else {},
+        profile_conf=args.profile_conf or {},
         airflow_port=args.airflow_port,
         mlflow_port=args.mlflow_port,
+        runtime_port=args.runtime_port,
+        router_port_base=args.router_port_base,
         seed=args.seed,
     )
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # A kill or a closed terminal stops the services and pauses ipa_adapt as Ctrl-C does.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupted)
     try:
         result = Demo(options, console).run()
-    except (DemoError, ServiceError, AirflowApiError, subprocess.CalledProcessError) as exc:
+    except (DemoError, ServiceError, AirflowApiError, subprocess.CalledProcessError, OSError) as exc:
         console.print(f"[red]demo: error: {exc}[/red]")
         return 1
     except KeyboardInterrupt:
-        console.print("[yellow]demo: interrupted; the services are stopped[/yellow]")
+        console.print("[yellow]demo: interrupted; see above what was stopped[/yellow]")
         return 130
     print_result(console, result)
     return 0
@@ -271,9 +291,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_demo_stop(args: argparse.Namespace) -> int:
     from ipa_tasks.demo.run import stop_recorded_services
+    from ipa_tasks.demo.services import ServiceError
     from ipa_tasks.settings import current_settings
 
-    stopped = stop_recorded_services(current_settings().home)
+    try:
+        stopped = stop_recorded_services(current_settings().home)
+    except ServiceError as exc:
+        print(f"demo-stop: error: {exc}", file=sys.stderr)
+        return 1
     print(f"stopped: {', '.join(stopped)}" if stopped else "no demo service was running")
     return 0
 
@@ -368,9 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--interval", type=int, default=30, help="seconds between ipa_adapt runs (default 30)")
     demo.add_argument("--keep-up", action="store_true", help="leave the services running afterwards")
     demo.add_argument("--skip-profile", action="store_true", help="plan with the published profile")
-    demo.add_argument("--profile-conf", help="extra ipa_profile params as JSON, e.g. '{\"repetitions\": 20}'")
+    demo.add_argument(
+        "--profile-conf",
+        type=_json_object,
+        help="extra ipa_profile params as JSON, e.g. '{\"repetitions\": 20}'",
+    )
     demo.add_argument("--airflow-port", type=int, default=8080)
     demo.add_argument("--mlflow-port", type=int, default=5000)
+    demo.add_argument("--runtime-port", type=int, default=18400, help="the serving runtime's admin API")
+    demo.add_argument("--router-port-base", type=int, default=18500, help="the pipeline's router")
     demo.add_argument("--seed", type=int, default=0, help="of the arrival times")
     demo.set_defaults(func=cmd_demo)
 

@@ -66,6 +66,20 @@ class AirflowApi:
 
     # --- Variables ---
 
+    def variable(self, key: str) -> str | None:
+        try:
+            return str(self._call("GET", f"/api/v2/variables/{quote(key)}")["value"])
+        except AirflowApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def set_run_state(self, dag_id: str, run_id: str, state: str, note: str = "") -> None:
+        body: dict[str, Any] = {"state": state}
+        if note:
+            body["note"] = note
+        self._call("PATCH", f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}", body)
+
     def set_variable(self, key: str, value: str, description: str = "") -> None:
         body = {"key": key, "value": value, "description": description}
         try:

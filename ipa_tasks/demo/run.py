@@ -70,6 +70,7 @@ DEMO_EXPERIMENT = "ipa-demo"
 # beside Airflow and MLflow: every request costs about 10 ms of CPU across the router and the stage servers.
 DEFAULT_START, DEFAULT_SECONDS, DEFAULT_SCALE = 1_862_970, 360, 3.0
 PIPELINES_VARIABLE = "ipa_adapt_pipelines"
+DEMO_VARIABLES = (PIPELINES_VARIABLE, "ipa_load_source", "ipa_adapt_dry_run")
 START_TIMEOUT_S = 180.0
 ADAPT_DAG, PROFILE_DAG = "ipa_adapt", "ipa_profile"
 
@@ -228,6 +229,8 @@ class Demo:
             jwt_secret=secrets.token_urlsafe(48),
         )
         self.api: AirflowApi | None = None
+        self.adapting = False
+        self.saved_variables: dict[str, str | None] = {}
         self.steps = 7
         self.step = 0
 
@@ -268,20 +271,26 @@ class Demo:
             "the MLflow server": self.options.mlflow_port,
             "the runtime's admin API": self.options.runtime_port,
             "the router": self.options.router_port_base,
+            "the scheduler's log server": int(
+                self.env.get("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", "8793")
+            ),
         }
         taken = [f"{what} needs port {port}" for what, port in wanted.items() if not port_is_free(port)]
         if taken:
-            raise DemoError(f"port(s) in use on 127.0.0.1: {'; '.join(taken)}. Free them, or choose others.")
+            raise DemoError(
+                f"port(s) in use on 127.0.0.1: {'; '.join(taken)}. Free them, or choose others (ipa demo "
+                "--help; the log server's is AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT)."
+            )
 
     def start_services(self) -> None:
         self.say("starting MLflow and Airflow (api-server, scheduler, dag-processor) on 127.0.0.1")
-        subprocess.run(
-            [str(BIN / "airflow"), "db", "migrate"],
-            env=self.env,
-            check=True,
-            stdout=(self.logs / "airflow-db-migrate.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        migrate_log = self.logs / "airflow-db-migrate.log"
+        with migrate_log.open("wb") as output:
+            done = subprocess.run(
+                [str(BIN / "airflow"), "db", "migrate"], env=self.env, stdout=output, stderr=subprocess.STDOUT
+            )
+        if done.returncode != 0:
+            raise DemoError(f"airflow db migrate failed (exit {done.returncode}); see {migrate_log}")
         home = self.settings.home
         mlflow_env = {**self.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         mlflow = self._start(
@@ -313,14 +322,37 @@ class Demo:
         self.api = AirflowApi(self.airflow_url, username, password)
         with self.console.status("waiting for the dag-processor to parse the DAGs"):
             processor = self.services[-1]
-            wait_until(
-                lambda: all(self.api.dag(d) for d in (ADAPT_DAG, PROFILE_DAG)),  # type: ignore[union-attr]
-                processor,
-                self.processes[processor.name],
-                START_TIMEOUT_S,
-            )
+            wait_until(self._dags_parsed, processor, self.processes[processor.name], START_TIMEOUT_S)
+        # Paused until their turn, whatever an earlier session left: an unpaused weekly ipa_profile would
+        # start its catch-up round, an unpaused ipa_adapt would tick before the runtime serves.
+        for dag_id in (ADAPT_DAG, PROFILE_DAG):
+            self.api.set_paused(dag_id, True)
+        self._remember_variables()
         self.note(f"Airflow {self.airflow_url} ({self.login_text()}), MLflow {self.mlflow_url}")
         self.note(f"logs in {self.logs}")
+
+    def _dags_parsed(self) -> bool:
+        """Both DAGs parsed by this dag-processor (a previous session's rows do not count: this one sets
+        the interval)."""
+        assert self.api is not None
+        try:
+            dags = [self.api.dag(d) for d in (ADAPT_DAG, PROFILE_DAG)]
+        except AirflowApiError:  # the api-server is still warming up
+            return False
+        return all(d and _after(d.get("last_parsed_time"), self.started_at) for d in dags)
+
+    def _remember_variables(self) -> None:
+        assert self.api is not None
+        self.saved_variables = {key: self.api.variable(key) for key in DEMO_VARIABLES}
+
+    def _restore_variables(self) -> None:
+        """Give the Variables the demo set back their earlier values (or remove them)."""
+        assert self.api is not None
+        for key, value in self.saved_variables.items():
+            if value is None:
+                self.api.delete_variable(key)
+            else:
+                self.api.set_variable(key, value)
 
     def login_text(self) -> str:
         username, password = airflow_login(self.env)
@@ -344,21 +376,15 @@ class Demo:
             return
         conf = {**self.options.profile_conf, "pipelines": [pipeline]}
         self.say(f"profiling every variant of {self.spec.name}: one ipa_profile round ({json.dumps(conf)})")
-        log = self.logs / "ipa_profile.log"
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [str(BIN / "airflow"), "dags", "test", PROFILE_DAG, "-c", json.dumps(conf)],
-                env=self.env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                self._follow_profile(process)
-            except BaseException:
-                process.terminate()
-                process.wait(30)
-                raise
+        # A service like the others, so that an interrupted demo (or ipa demo-stop) stops its jobs too.
+        argv = [str(BIN / "airflow"), "dags", "test", PROFILE_DAG, "-c", json.dumps(conf)]
+        round_ = self._start("ipa-profile-round", argv, self.env)
+        log, process = Path(round_.log), self.processes[round_.name]
+        try:
+            self._follow_profile(process)
+        except BaseException:
+            stop_services([round_], grace_s=10, log=self.note)
+            raise
         run = self._newest_run(PROFILE_DAG)
         state = run.get("state") if run else "unknown"
         if process.returncode != 0 or state != "success":
@@ -438,6 +464,7 @@ class Demo:
         from ipa_tasks.actuation.local_runtime import LocalRuntimeTarget
         from ipa_tasks.actuation.target import apply_change
         from ipa_tasks.adaptation.planning import planner_for
+        from ipa_tasks.adaptation.state import LoopState, write_state
         from ipa_tasks.adaptation.steps import describe_plan
 
         planner, source = planner_for(self.spec_path, self.settings.profile_store)
@@ -449,6 +476,8 @@ class Demo:
         )
         if report.status not in ("applied", "unchanged"):
             raise DemoError(f"the first deployment failed ({report.status}): {report.message}")
+        # A new deployment: the loop's memory of an earlier one's load (its fallback) no longer applies.
+        write_state(self.settings.home, planner.spec.name, LoopState())
         self.note(f"first plan, for {load:.0f} requests/s, from the {source}: {describe_plan(plan)}")
 
     def adapt_under_load(self, router: str, workload: list[int]) -> list[Any]:
@@ -463,9 +492,14 @@ class Demo:
             f"8, x{self.options.scale:g}: {sum(workload)} requests) while ipa_adapt adapts every "
             f"{self.options.interval_s} s"
         )
-        self.api.set_variable(PIPELINES_VARIABLE, json.dumps([pipeline]), "set by ipa demo")
-        self.api.set_variable("ipa_load_source", json.dumps({"kind": "local"}), "set by ipa demo")
-        self.api.set_variable("ipa_adapt_dry_run", "false", "set by ipa demo")
+        demo_values = {
+            PIPELINES_VARIABLE: json.dumps([pipeline]),
+            "ipa_load_source": json.dumps({"kind": "local"}),
+            "ipa_adapt_dry_run": "false",
+        }
+        for key, value in demo_values.items():
+            self.api.set_variable(key, value, "set by ipa demo")
+        self.adapting = True
         self.api.set_paused(ADAPT_DAG, False)
         variables = f"{PIPELINES_VARIABLE}, ipa_load_source, ipa_adapt_dry_run"
         self.note(f"ipa_adapt unpaused for {self.spec.name} (Variables {variables} set)")
@@ -477,9 +511,11 @@ class Demo:
                 replay(router, workload, inputs, seed=self.options.seed, progress=RichProgress())
             )
         finally:
-            with self.console.status("letting ipa_adapt's current run finish, then pausing it"):
-                self._pause_between_runs(ADAPT_DAG, 120)
             printer.stop()
+        with self.console.status("letting ipa_adapt's current run finish, then pausing it"):
+            self._pause_between_runs(ADAPT_DAG, 120)
+        self.adapting = False
+        printer.print_new()
         return records
 
     def _pause_between_runs(self, dag_id: str, timeout_s: float) -> None:
@@ -495,7 +531,18 @@ class Demo:
             self.note(
                 f"[yellow]an {dag_id} run was still going after {timeout_s:.0f} s: pausing anyway[/yellow]"
             )
+        self._pause_now(dag_id)
+
+    def _pause_now(self, dag_id: str) -> None:
+        """Pause the DAG and end what it still has going (the scheduler would leave it half done): a run
+        that the pause caught is marked failed, with a note that says why."""
+        assert self.api is not None
         self.api.set_paused(dag_id, True)
+        for run in self.api.runs(dag_id, limit=5):
+            if run.get("state") in ("queued", "running"):
+                note = "stopped by ipa demo: the demo ended while this run was going"
+                self.api.set_run_state(dag_id, str(run["dag_run_id"]), "failed", note)
+                self.note(f"{dag_id} run {run['dag_run_id']} was still {run['state']}: marked failed")
 
     def report(self, records: list[Any]) -> tuple[Path, dict[str, Any], Any, str]:
         import pandas as pd
@@ -511,7 +558,8 @@ class Demo:
         decisions.to_csv(self.folder / "decisions.csv", index=False)
         if decisions.empty:
             raise DemoError(
-                f"ipa_adapt recorded no decision during the replay; see the scheduler's log in {self.logs}"
+                f"ipa_adapt recorded no decision during the replay; see the scheduler's log in {self.logs} "
+                f"and the task logs in {self.env['AIRFLOW_HOME']}/logs"
             )
         path = write_report(
             self.folder, requests, decisions, sla_s=spec.sla_s, interval_s=self.options.interval_s
@@ -549,6 +597,21 @@ class Demo:
         client.set_terminated(run_id, "FINISHED")
         return run_id
 
+    def _leave_airflow_as_found(self) -> None:
+        """Best effort, on the way out (also after a failure or Ctrl-C): ipa_adapt paused, the Variables
+        as they were. Airflow's database outlives the demo, and ``make airflow`` shares it."""
+        if self.api is None:
+            return
+        try:
+            if self.adapting:
+                self._pause_now(ADAPT_DAG)
+            self._restore_variables()
+        except (AirflowApiError, OSError) as exc:
+            self.note(
+                f"[yellow]could not pause ipa_adapt or restore the Variables ({exc}); check them in the "
+                "Airflow UI before unpausing it[/yellow]"
+            )
+
     def stop(self) -> None:
         stop_services(self.services, log=self.note)
         self._reap_all()
@@ -574,6 +637,7 @@ class Demo:
             kept = self.options.keep_up
         finally:
             if not kept:
+                self._leave_airflow_as_found()
                 self.console.print("stopping the services")
                 self.stop()
         return DemoResult(
@@ -613,6 +677,21 @@ class DecisionPrinter(threading.Thread):
             clock = str(row["time"])[11:19]
             self.console.print(f"      ipa_adapt {clock}Z: {summary_sentence(row)}", highlight=False)
         self.seen = len(table)
+
+    def _leave_airflow_as_found(self) -> None:
+        """Best effort, on the way out (also after a failure or Ctrl-C): ipa_adapt paused, the Variables
+        as they were. Airflow's database outlives the demo, and ``make airflow`` shares it."""
+        if self.api is None:
+            return
+        try:
+            if self.adapting:
+                self._pause_now(ADAPT_DAG)
+            self._restore_variables()
+        except (AirflowApiError, OSError) as exc:
+            self.note(
+                f"[yellow]could not pause ipa_adapt or restore the Variables ({exc}); check them in the "
+                "Airflow UI before unpausing it[/yellow]"
+            )
 
     def stop(self) -> None:
         self.done.set()

@@ -2,9 +2,11 @@
 the record that lets a later command stop them.
 
 What: :func:`start_service` starts a command in a session of its own (so a stop reaches its children too,
-e.g. the api-server's workers or the runtime's stage servers), output to a log file, and returns a
-:class:`Service`. :func:`write_services` keeps the live ones in ``<IPA_HOME>/demo/services.json``;
-:func:`stop_services` sends SIGTERM to each one's process group, waits, then SIGKILLs what is left.
+e.g. the api-server's workers or a profiling round's jobs), output to a log file, and returns a
+:class:`Service`. :func:`write_services` keeps them in ``<IPA_HOME>/demo/services.json``;
+:func:`stop_services` sends SIGTERM to each one's process group, waits, then SIGKILLs what is left of the
+group, also when its leader is already gone and only children remain. (The serving runtime starts its stage
+servers in sessions of their own; they stop with it through the kernel's parent-death signal.)
 
 Why a record with start times: ``ipa demo --keep-up`` leaves the services running after the demo returns,
 and ``ipa demo-stop`` (another process, maybe days later) must stop exactly those processes. A pid alone
@@ -71,6 +73,31 @@ def is_running(service: Service) -> bool:
     if not fields or fields[0] == "Z":
         return False
     return service.started == 0 or int(fields[19]) == service.started
+
+
+def group_members(service: Service) -> list[int]:
+    """Live processes of the service's process group started no earlier than the service (its children
+    outlive a leader that died; a group that merely reuses the number is younger than none of them)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        ours = len(fields) > 19 and fields[0] != "Z" and int(fields[2]) == service.pid
+        if ours and int(fields[19]) >= service.started:
+            members.append(int(entry.name))
+    return members
+
+
+def is_left(service: Service) -> bool:
+    """Whether anything of the service still runs: its own process, or children of its group."""
+    if is_running(service):
+        return True
+    leader = _stat_fields(service.pid)
+    # Our pid is someone else's now (its start time differs): the group number is theirs, not ours.
+    if leader and leader[0] != "Z" and service.started and int(leader[19]) != service.started:
+        return False
+    return bool(group_members(service))
 
 
 def start_service(
@@ -140,19 +167,18 @@ def stop_services(
     """Stop the services in reverse order of start; the names of those that were still running."""
     stopped = []
     for service in reversed(services):
-        if not is_running(service):
+        _reap(service.pid)
+        if not is_left(service):
             continue
         log(f"stopping {service.name} (pid {service.pid})")
         _signal_group(service.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while is_running(service) and time.monotonic() < deadline:
+        while is_left(service) and time.monotonic() < deadline:
             _reap(service.pid)
             time.sleep(0.2)
-        if is_running(service):
+        if is_left(service):
             log(f"{service.name} did not stop within {grace_s:.0f} s: killing it")
             _signal_group(service.pid, signal.SIGKILL)
-        # Whatever its children left in the group goes too (the session leader may already be gone).
-        _signal_group(service.pid, signal.SIGKILL)
         _reap(service.pid)
         stopped.append(service.name)
     return stopped

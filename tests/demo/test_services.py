@@ -14,6 +14,8 @@ import pytest
 from ipa_tasks.demo.services import (
     Service,
     ServiceError,
+    group_members,
+    is_left,
     is_running,
     read_services,
     services_file,
@@ -94,3 +96,26 @@ def test_waiting_for_a_service_that_exits_names_its_log(tmp_path: Path):
         wait_until(lambda: False, service, process, timeout_s=20)
     with pytest.raises(ServiceError, match="was not up after 0 s"):
         wait_until(lambda: False, service, None, timeout_s=0)
+
+
+# A leader that leaves a child behind in its process group and exits.
+ORPHANING = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(child.pid, flush=True)
+"""
+
+
+def test_children_of_a_leader_that_died_are_found_and_stopped(tmp_path: Path):
+    service, process = start_service(
+        "orphaning", [sys.executable, "-c", ORPHANING], os.environ, tmp_path / "o.log"
+    )
+    child = _child_pid(tmp_path / "o.log")
+    process.wait(20)
+    assert not is_running(service)  # the leader is gone (a zombie until reaped)...
+    assert group_members(service) == [child] and is_left(service)  # ...its child is not
+    assert stop_services([service], grace_s=5, log=lambda _: None) == ["orphaning"]
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_left(service)
