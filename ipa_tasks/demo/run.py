@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ipa_tasks.atomic_files import atomic_write_text
 from ipa_tasks.demo.airflow_api import AirflowApi, AirflowApiError
 from ipa_tasks.demo.services import (
     Service,
@@ -612,6 +613,16 @@ class Demo:
                 "Airflow UI before unpausing it[/yellow]"
             )
 
+    def _leave_variables_for_demo_stop(self) -> None:
+        """With the services kept up, the demo's Variables stay (unpausing ipa_adapt in the UI goes on
+        adapting the served pipeline); ``ipa demo-stop`` gives them their earlier values back."""
+        record = {
+            "airflow_url": self.airflow_url,
+            "airflow_home": self.env["AIRFLOW_HOME"],
+            "variables": self.saved_variables,
+        }
+        atomic_write_text(variables_file(self.settings.home), json.dumps(record, indent=2) + "\n")
+
     def stop(self) -> None:
         stop_services(self.services, log=self.note)
         self._reap_all()
@@ -635,6 +646,8 @@ class Demo:
             records = self.adapt_under_load(router, workload)
             report, summary, table, run_id = self.report(records)
             kept = self.options.keep_up
+            if kept:
+                self._leave_variables_for_demo_stop()
         finally:
             if not kept:
                 self._leave_airflow_as_found()
@@ -692,6 +705,16 @@ class DecisionPrinter(threading.Thread):
                 f"[yellow]could not pause ipa_adapt or restore the Variables ({exc}); check them in the "
                 "Airflow UI before unpausing it[/yellow]"
             )
+
+    def _leave_variables_for_demo_stop(self) -> None:
+        """With the services kept up, the demo's Variables stay (unpausing ipa_adapt in the UI goes on
+        adapting the served pipeline); ``ipa demo-stop`` gives them their earlier values back."""
+        record = {
+            "airflow_url": self.airflow_url,
+            "airflow_home": self.env["AIRFLOW_HOME"],
+            "variables": self.saved_variables,
+        }
+        atomic_write_text(variables_file(self.settings.home), json.dumps(record, indent=2) + "\n")
 
     def stop(self) -> None:
         self.done.set()
@@ -762,9 +785,40 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if math.isnan(number) else format(number, spec)
 
 
+def variables_file(home: Path) -> Path:
+    """The Variables a kept-up demo changed, with their earlier values, for ``ipa demo-stop``."""
+    return Path(home) / "demo" / "variables.json"
+
+
+def restore_variables(home: Path, log: Callable[[str], None] = print) -> None:
+    """Pause ipa_adapt and give the Variables a kept-up demo set their earlier values, while the api-server
+    still runs; says so when it cannot (the record stays for another try)."""
+    path = variables_file(home)
+    if not path.exists():
+        return
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        env = {**os.environ, "AIRFLOW_HOME": record["airflow_home"]}
+        api = AirflowApi(record["airflow_url"], *airflow_login(env))
+        api.set_paused(ADAPT_DAG, True)
+        for key, value in record["variables"].items():
+            if value is None:
+                api.delete_variable(key)
+            else:
+                api.set_variable(key, value)
+    except (OSError, ValueError, KeyError, TypeError, AirflowApiError) as exc:
+        log(f"could not restore the Variables the demo set ({exc}); {path} keeps their earlier values")
+        return
+    path.unlink()
+    log(f"ipa_adapt paused; Variables {', '.join(record['variables'])} as they were before the demo")
+
+
 def stop_recorded_services(home: Path, log: Callable[[str], None] = print) -> list[str]:
-    """What ``ipa demo-stop`` does: stop every recorded service still running, then forget them."""
+    """What ``ipa demo-stop`` does: put Airflow's Variables back, stop every recorded service still
+    running, then forget them."""
     services = read_services(home)
+    if any(s.name == "airflow-api-server" and is_running(s) for s in services):
+        restore_variables(home, log)
     stopped = stop_services(services, log=log)
     write_services(home, [s for s in services if is_running(s)])
     return stopped

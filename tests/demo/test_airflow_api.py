@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from ipa_tasks.demo.airflow_api import AirflowApi, AirflowApiError
-from ipa_tasks.demo.run import ADAPT_DAG, Demo, DemoOptions
+from ipa_tasks.demo.run import ADAPT_DAG, Demo, DemoOptions, restore_variables, variables_file
 from ipa_tasks.settings import Settings
 
 
@@ -184,3 +184,21 @@ def test_a_demo_that_ends_while_adapting_pauses_ipa_adapt_ends_its_run_and_resto
         ("delete", "ipa_adapt_pipelines"),
         ("set", "ipa_adapt_dry_run", "true"),
     ]
+
+
+def test_demo_stop_gives_a_kept_up_demos_variables_back(airflow: str, tmp_path: Path):
+    home = tmp_path / "ipa"
+    (tmp_path / "simple_auth_manager_passwords.json.generated").write_text('{"admin": "pw"}')
+    FakeAirflow.variables.update({"ipa_adapt_pipelines": '["demo"]', "ipa_adapt_dry_run": "false"})
+    record = {
+        "airflow_url": airflow,
+        "airflow_home": str(tmp_path),
+        "variables": {"ipa_adapt_pipelines": None, "ipa_adapt_dry_run": "true"},
+    }
+    variables_file(home).parent.mkdir(parents=True)
+    variables_file(home).write_text(json.dumps(record))
+    lines: list[str] = []
+    restore_variables(home, lines.append)
+    assert FakeAirflow.variables == {"ipa_adapt_dry_run": "true"}
+    assert FakeAirflow.paused == {"ipa_adapt": True}
+    assert not variables_file(home).exists() and "as they were before the demo" in lines[0]
