@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -250,6 +251,101 @@ def cmd_build_variants(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_workload(args: argparse.Namespace) -> tuple[np.ndarray, str]:
+    from ipa_tasks.serving.load_generator import scaled_counts
+
+    if args.window:
+        from ipa_tasks.simulation.windows import load_pattern
+
+        rates, label = load_pattern(args.window), f"IPA's {args.window} window"
+    else:
+        from ipa_tasks.forecasting.trace import load_trace
+        from ipa_tasks.forecasting.trace_location import default_trace_path
+
+        trace = load_trace(default_trace_path())
+        if not 0 <= args.start < args.start + args.seconds <= len(trace):
+            raise ValueError(f"the window {args.start}..{args.start + args.seconds} s is outside the trace")
+        rates, label = (
+            trace[args.start : args.start + args.seconds],
+            f"trace seconds {args.start}+{args.seconds}",
+        )
+    return scaled_counts(rates, args.scale), f"{label}, damped by 8, x{args.scale:g}"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ipa_tasks.forecasting.registry import default_cache_dir, forecaster_by_name
+    from ipa_tasks.settings import current_settings
+    from ipa_tasks.simulation.replay import ReplayOptions, simulate, window_forecaster
+
+    planner = _planner(args.spec, args.profiles)
+    workload, label = _replay_workload(args)
+    options = ReplayOptions(
+        policy=args.policy,
+        interval_s=args.interval,
+        history_s=args.history,
+        horizon_s=args.horizon,
+        switch_s=args.switch_s,
+        scale_out_s=args.scale_out_s,
+        drop_limit_s=args.drop_limit_s,
+        seed=args.seed,
+        solver=args.solver,
+    )
+    settings = current_settings()
+
+    def make(name: str):
+        forecaster, note = forecaster_by_name(
+            name,
+            horizon_s=args.horizon,
+            tracking_uri=settings.tracking_uri,
+            cache_dir=default_cache_dir(settings),
+            margin=args.margin,
+        )
+        if note:
+            print(note, file=sys.stderr)
+        return forecaster
+
+    forecast = window_forecaster(
+        args.forecaster, history_s=args.history, horizon_s=args.horizon, margin=args.margin, make=make
+    )
+    result = simulate(planner, planner.profile, workload, forecast, options)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        result.requests.to_csv(args.out / "requests.csv", index=False)
+        result.intervals.to_csv(args.out / "intervals.csv", index=False)
+        (args.out / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result.summary, indent=2))
+        return 0
+    console = _console()
+    how = f"policy {args.policy}, forecaster {args.forecaster}, every {args.interval} s"
+    table = Table(title=f"{planner.spec.name}: {label}; {how}")
+    for column in ("interval", "start s", "load rps", "forecast rps", "plan", "cores", "accuracy"):
+        table.add_column(column)
+    for row in result.intervals.to_dict("records"):
+        table.add_row(
+            str(row["interval"]),
+            f"{row['start_s']:.0f}",
+            f"{row['load_rps']:.1f}",
+            f"{row['forecast_rps']:.1f}",
+            row["configuration"] + (" (changed)" if row["changed"] else ""),
+            str(row["total_cores"]),
+            f"{row['accuracy']:.4f}",
+        )
+    console.print(table)
+    summary = result.summary
+    console.print(
+        f"{summary['requests']} requests: {summary['dropped']} dropped, {summary['late']} late "
+        f"(SLA {summary['sla_s']:g} s): {summary['violation_share']:.2%} violations "
+        f"({summary['dropped_share']:.2%} counted as IPA did, dropped only); "
+        f"p99 {summary['p99_latency_s']:.4f} s; "
+        f"mean accuracy {summary['mean_accuracy']:.4f}; {summary['core_seconds']:.0f} core-seconds; "
+        f"{summary['plan_changes']} plan changes in {summary['decisions']} decisions"
+    )
+    if args.out:
+        console.print(f"requests.csv, intervals.csv and summary.json in {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ipa_tasks.demo.airflow_api import AirflowApiError
     from ipa_tasks.demo.run import Demo, DemoError, DemoOptions, ServiceError, print_result
@@ -375,6 +471,41 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--rebuild", action="store_true", help="build again even if cached")
     build.add_argument("--no-register", action="store_true", help="do not log to the MLflow registry")
     build.set_defaults(func=cmd_build_variants)
+
+    from ipa_tasks.forecasting.names import FORECASTERS
+    from ipa_tasks.simulation.windows import PATTERNS
+
+    replay = sub.add_parser(
+        "replay",
+        help="simulate a policy on a load window: what it would have done, in seconds",
+        description="Replay a load window (one of IPA's four, or a window of the Twitter trace) through a "
+        "simulation of the pipeline served as its profile says, adapted every --interval seconds by the "
+        "policy with the forecaster; print every decision and the SLA violations, p99, accuracy and cost.",
+    )
+    replay.add_argument("--spec", required=True, help="spec file or shipped pipeline name")
+    replay.add_argument("--profiles", help="profile table; default: the one the spec names")
+    replay.add_argument("--window", choices=PATTERNS, help="one of IPA's 20-minute windows")
+    replay.add_argument("--start", type=int, default=1_301_160, help="first trace second (without --window)")
+    replay.add_argument("--seconds", type=int, default=1200, help="seconds of trace (without --window)")
+    replay.add_argument(
+        "--scale", type=_positive_float, default=1.0, help="multiplies the load (damped by 8)"
+    )
+    replay.add_argument("--policy", choices=POLICIES, default="ipa")
+    replay.add_argument("--solver", choices=SOLVERS, default="auto")
+    replay.add_argument(
+        "--forecaster", choices=(*FORECASTERS, "oracle"), default="window-max", help="oracle: the true peak"
+    )
+    replay.add_argument("--margin", type=float, default=0.1, help="added to every forecast (default 0.1)")
+    replay.add_argument("--interval", type=int, default=30, help="seconds between decisions (default 30)")
+    replay.add_argument("--history", type=int, default=120, help="seconds the forecaster sees")
+    replay.add_argument("--horizon", type=int, default=40, help="seconds forecast ahead")
+    replay.add_argument("--switch-s", type=float, default=10.0, help="time a variant switch takes to land")
+    replay.add_argument("--scale-out-s", type=float, default=5.0, help="time added replicas take to land")
+    replay.add_argument("--drop-limit-s", type=float, default=10.0, help="requests this old are dropped")
+    replay.add_argument("--seed", type=int, default=0)
+    replay.add_argument("--out", type=Path, help="write requests.csv, intervals.csv and summary.json here")
+    replay.add_argument("--json", action="store_true", help="print the summary as JSON")
+    replay.set_defaults(func=cmd_replay)
 
     from ipa_tasks.demo.run import DEFAULT_SCALE, DEFAULT_SECONDS, DEFAULT_START
 
