@@ -346,6 +346,51 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from ipa_tasks.forecasting.registry import default_cache_dir, forecaster_by_name
+    from ipa_tasks.settings import current_settings
+    from ipa_tasks.simulation.experiments import (
+        cells,
+        log_experiment,
+        markdown,
+        run_experiment,
+        write_results,
+    )
+
+    settings = current_settings()
+    pipelines = args.pipelines or None
+    notes: set[str] = set()
+
+    def make(name: str, horizon: int):
+        forecaster, note = forecaster_by_name(
+            name,
+            horizon_s=horizon,
+            tracking_uri=settings.tracking_uri,
+            cache_dir=default_cache_dir(settings),
+            margin=0.1,
+        )
+        if note:
+            notes.add(note)
+        return forecaster
+
+    console = _console()
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task(f"experiment {args.name}", total=len(cells(args.name, pipelines)))
+        table = run_experiment(args.name, pipelines, make, lambda _: progress.advance(bar), seed=args.seed)
+    for note in sorted(notes):
+        console.print(f"[yellow]{note}[/yellow]")
+    folder = args.out or settings.home / "experiments" / args.name
+    written = write_results(args.name, table, folder)
+    console.print(markdown(args.name, table))
+    console.print(f"written: {', '.join(str(p) for p in written)}")
+    if not args.no_mlflow:
+        run_id = log_experiment(settings.tracking_uri, args.name, table, folder)
+        console.print(f"MLflow: {settings.tracking_uri}, experiment ipa-replay-experiments, run {run_id}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ipa_tasks.demo.airflow_api import AirflowApiError
     from ipa_tasks.demo.run import Demo, DemoError, DemoOptions, ServiceError, print_result
@@ -506,6 +551,22 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", type=Path, help="write requests.csv, intervals.csv and summary.json here")
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
     replay.set_defaults(func=cmd_replay)
+
+    from ipa_tasks.simulation.experiments import EXPERIMENTS
+
+    experiment = sub.add_parser(
+        "experiment",
+        help="run one of the paper's experiments on the replay simulator",
+        description="Run an experiment on the replay simulator: e2e (windows x policies), preferences "
+        "(objective weights), predictors (forecasters) or intervals (10/30/60/120 s), on IPA's five "
+        "pipelines and the two demo pipelines; write results.csv, results.md and plots, and log to MLflow.",
+    )
+    experiment.add_argument("name", choices=EXPERIMENTS)
+    experiment.add_argument("--pipelines", type=_name_list, help="comma-separated (default: all seven)")
+    experiment.add_argument("--out", type=Path, help="results folder (default $IPA_HOME/experiments/<name>)")
+    experiment.add_argument("--seed", type=int, default=0)
+    experiment.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    experiment.set_defaults(func=cmd_experiment)
 
     from ipa_tasks.demo.run import DEFAULT_SCALE, DEFAULT_SECONDS, DEFAULT_START
 
