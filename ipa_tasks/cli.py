@@ -349,11 +349,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from ipa_tasks.forecasting.registry import default_cache_dir, forecaster_by_name
     from ipa_tasks.settings import current_settings
     from ipa_tasks.simulation.experiments import (
         cells,
         log_experiment,
+        loop_forecasters,
         markdown,
         run_experiment,
         write_results,
@@ -362,19 +362,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     settings = current_settings()
     pipelines = args.pipelines or None
     notes: set[str] = set()
-
-    def make(name: str, horizon: int):
-        forecaster, note = forecaster_by_name(
-            name,
-            horizon_s=horizon,
-            tracking_uri=settings.tracking_uri,
-            cache_dir=default_cache_dir(settings),
-            margin=0.1,
-        )
-        if note:
-            notes.add(note)
-        return forecaster
-
+    make = loop_forecasters(settings, notes)
     console = _console()
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task(f"experiment {args.name}", total=len(cells(args.name, pipelines)))
