@@ -379,6 +379,22 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from ipa_tasks.simulation.fidelity import replay_demo_run, write_fidelity
+
+    table, run = replay_demo_run(args.run)
+    path = write_fidelity(args.run, table, run)
+    console = _console()
+    shown = Table("measure", "live", "simulated", "live - simulated", title=f"fidelity of {args.run.name}")
+    for row in table.to_dict("records"):
+        shown.add_row(
+            row["measure"], f"{row['live']:.4g}", f"{row['simulated']:.4g}", f"{row['difference']:+.4g}"
+        )
+    console.print(shown)
+    console.print(f"written: {path} and fidelity.csv")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ipa_tasks.demo.airflow_api import AirflowApiError
     from ipa_tasks.demo.run import Demo, DemoError, DemoOptions, ServiceError, print_result
@@ -555,6 +571,17 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--seed", type=int, default=0)
     experiment.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     experiment.set_defaults(func=cmd_experiment)
+
+    fidelity = sub.add_parser(
+        "fidelity",
+        help="compare a demo run with the replay simulator on the same window and profile",
+        description="Replay what an ipa demo run served (its folder in $IPA_HOME/demo/runs/) in the "
+        "simulator with the same pipeline, profile, load window, interval and forecaster, and print live vs "
+        "simulated throughput, p50/p99 latency, SLA violations, plan changes and accuracy (also written "
+        "there as fidelity.md and fidelity.csv).",
+    )
+    fidelity.add_argument("run", type=Path, help="a demo run's folder")
+    fidelity.set_defaults(func=cmd_fidelity)
 
     from ipa_tasks.demo.run import DEFAULT_SCALE, DEFAULT_SECONDS, DEFAULT_START
 

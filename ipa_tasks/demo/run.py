@@ -70,6 +70,7 @@ DEMO_EXPERIMENT = "ipa-demo"
 # (Twitter trace, damped by 8). x3 keeps the peak where this 2-core machine still serves the demo pipeline
 # beside Airflow and MLflow: every request costs about 10 ms of CPU across the router and the stage servers.
 DEFAULT_START, DEFAULT_SECONDS, DEFAULT_SCALE = 1_862_970, 360, 3.0
+RUN_FILE, RUN_PROFILE = "demo.json", "profile.csv"
 PIPELINES_VARIABLE = "ipa_adapt_pipelines"
 DEMO_VARIABLES = (PIPELINES_VARIABLE, "ipa_load_source", "ipa_adapt_dry_run")
 START_TIMEOUT_S = 180.0
@@ -469,6 +470,19 @@ class Demo:
         from ipa_tasks.adaptation.steps import describe_plan
 
         planner, source = planner_for(self.spec_path, self.settings.profile_store)
+        # What the demo planned with and replayed, for the simulator's fidelity check (ipa fidelity).
+        self.folder.mkdir(parents=True, exist_ok=True)
+        planner.profile.to_csv(self.folder / RUN_PROFILE, index=False)
+        run = {
+            "spec": str(self.spec_path),
+            "trace_start_s": self.options.start,
+            "seconds": self.options.seconds,
+            "scale": self.options.scale,
+            "interval_s": self.options.interval_s,
+            "seed": self.options.seed,
+            "profile_source": source,
+        }
+        atomic_write_text(self.folder / RUN_FILE, json.dumps(run, indent=2) + "\n")
         plan = planner.plan(load)
         target = LocalRuntimeTarget(self.settings.home)
         running = target.read(planner.spec)

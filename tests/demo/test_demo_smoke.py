@@ -85,6 +85,13 @@ def test_the_demo_adapts_a_served_pipeline_and_records_the_change(tmp_path: Path
     demo_run = client.get_run(result.mlflow_run_id)
     assert demo_run.data.metrics["plan_changes"] >= 1
 
+    # The simulator replays the same window and profile: the fidelity check runs on the demo's folder.
+    from ipa_tasks.simulation.fidelity import replay_demo_run
+
+    fidelity = replay_demo_run(result.folder)[0].set_index("measure")
+    assert fidelity.loc["requests", "live"] == fidelity.loc["requests", "simulated"] == len(requests)
+    assert fidelity.loc["plan_changes", "simulated"] >= 1  # the simulated loop switches too
+
     # Nothing is left running.
     assert not result.kept_up
     assert not any(is_running(s) for s in demo.services)
