@@ -48,6 +48,7 @@ DEMO_SCALE = 10.0
 MLFLOW_EXPERIMENT = "ipa-replay-experiments"
 METRICS = (
     "mean_accuracy",
+    "mean_measured_accuracy",
     "core_seconds",
     "violation_share",
     "dropped_share",

@@ -37,6 +37,7 @@ from ipa_tasks.optimizer.planner import Planner
 from ipa_tasks.serving.load_generator import arrival_schedule
 from ipa_tasks.simulation.service_times import ServiceTimes
 from ipa_tasks.simulation.stage_queue import Epoch, serve_stage
+from ipa_tasks.spec import PipelineSpec
 
 Forecast = Callable[[np.ndarray, int], float]
 """(per-second arrivals so far, the tick's second) -> the load to plan for."""
@@ -183,7 +184,7 @@ def simulate(
         # A request with no item at this stage (a filter let nothing through) goes on at once.
         ready = np.where(items > 0, done, ready)
     requests = _request_table(arrivals, ready, alive, decisions, planner.spec.sla_s)
-    intervals = _interval_table(decisions, counts, options)
+    intervals = _interval_table(decisions, counts, measured_accuracies(planner.spec))
     return ReplayResult(requests, intervals, summarize(requests, intervals, planner.spec.sla_s))
 
 
@@ -208,12 +209,25 @@ def _request_table(
     )
 
 
+def measured_accuracies(spec: PipelineSpec) -> dict[tuple[str, ...], float]:
+    """The pipeline's measured end-to-end accuracy per combination of variants (stage order), from the
+    ``<spec>.end-to-end-accuracy.csv`` beside its spec (the demo pipelines'); empty when there is none."""
+    if spec.source_path is None:
+        return {}
+    path = spec.source_path.with_name(f"{spec.source_path.stem}.end-to-end-accuracy.csv")
+    if not path.exists():
+        return {}
+    table = pd.read_csv(path)
+    stages = [s.name for s in spec.stages]
+    return {tuple(str(row[s]) for s in stages): float(row["accuracy"]) for row in table.to_dict("records")}
+
+
 def _configuration(plan: Plan) -> str:
     return "; ".join(f"{s.stage}={s.variant}/b{s.batch_size}/c{s.cores}/x{s.replicas}" for s in plan.stages)
 
 
 def _interval_table(
-    decisions: Sequence[Decision], counts: np.ndarray, options: ReplayOptions
+    decisions: Sequence[Decision], counts: np.ndarray, measured: dict[tuple[str, ...], float]
 ) -> pd.DataFrame:
     rows = []
     for index, decision in enumerate(decisions):
@@ -232,6 +246,7 @@ def _interval_table(
                 "changed": int(previous is not None and config_of(previous) != config_of(decision.plan)),
                 "degraded": int(decision.plan.degraded),
                 "accuracy": decision.plan.terms.accuracy if decision.plan.terms else math.nan,
+                "measured_accuracy": measured.get(tuple(s.variant for s in decision.plan.stages), math.nan),
                 "total_cores": decision.plan.total_cores,
                 "planned_latency_s": decision.plan.latency_s,
             }
@@ -258,6 +273,12 @@ def summarize(requests: pd.DataFrame, intervals: pd.DataFrame, sla_s: float) -> 
         "p99_latency_s": float(np.percentile(served, 99)) if served.size else math.nan,
         "sla_s": sla_s,
         "mean_accuracy": float((intervals["accuracy"] * duration).sum() / total) if total else math.nan,
+        # Where the pipeline's end-to-end accuracy was measured (the demo pipelines), else NaN.
+        "mean_measured_accuracy": float(
+            np.sum(intervals["measured_accuracy"].to_numpy(float) * duration) / total
+        )
+        if total
+        else math.nan,
         "core_seconds": float((intervals["total_cores"] * duration).sum()),
         "decisions": len(intervals),
         "plan_changes": int(intervals["changed"].sum()),
