@@ -89,6 +89,14 @@ class AirflowApi:
                 raise
             self._call("POST", "/api/v2/variables", body)
 
+    def put_back_variables(self, values: Mapping[str, str | None]) -> None:
+        """Give each Variable the value it had; one that did not exist (None) is deleted."""
+        for key, value in values.items():
+            if value is None:
+                self.delete_variable(key)
+            else:
+                self.set_variable(key, value)
+
     def delete_variable(self, key: str) -> None:
         try:
             self._call("DELETE", f"/api/v2/variables/{quote(key)}")

@@ -59,7 +59,7 @@ from ipa_tasks.demo.services import (
     wait_until,
     write_services,
 )
-from ipa_tasks.serving.locations import runtime_file
+from ipa_tasks.serving.locations import ROUTER_PORT_BASE, RUNTIME_PORT, runtime_file
 from ipa_tasks.settings import Settings, current_settings
 from ipa_tasks.spec import PipelineSpec, load_spec, resolve_spec_path
 
@@ -93,8 +93,8 @@ class DemoOptions:
     profile_conf: Mapping[str, Any] = field(default_factory=dict)
     airflow_port: int = 8080
     mlflow_port: int = 5000
-    runtime_port: int = 18400
-    router_port_base: int = 18500
+    runtime_port: int = RUNTIME_PORT
+    router_port_base: int = ROUTER_PORT_BASE
     seed: int = 0
 
 
@@ -350,11 +350,7 @@ class Demo:
     def _restore_variables(self) -> None:
         """Give the Variables the demo set back their earlier values (or remove them)."""
         assert self.api is not None
-        for key, value in self.saved_variables.items():
-            if value is None:
-                self.api.delete_variable(key)
-            else:
-                self.api.set_variable(key, value)
+        self.api.put_back_variables(self.saved_variables)
 
     def login_text(self) -> str:
         username, password = airflow_login(self.env)
@@ -563,7 +559,7 @@ class Demo:
         import pandas as pd
 
         from ipa_tasks.serving.load_generator import write_records
-        from ipa_tasks.serving.report import interval_table, report_summary, write_report
+        from ipa_tasks.serving.report import write_report
 
         self.say("writing the report")
         spec = self.spec
@@ -576,13 +572,11 @@ class Demo:
                 f"ipa_adapt recorded no decision during the replay; see the scheduler's log in {self.logs} "
                 f"and the task logs in {self.env['AIRFLOW_HOME']}/logs"
             )
-        path = write_report(
+        written = write_report(
             self.folder, requests, decisions, sla_s=spec.sla_s, interval_s=self.options.interval_s
         )
-        table = interval_table(requests, decisions, sla_s=spec.sla_s, interval_s=self.options.interval_s)
-        summary = report_summary(table, requests, sla_s=spec.sla_s)
-        run_id = self._log_report(spec.name, summary)
-        return path, summary, table, run_id
+        run_id = self._log_report(spec.name, written.summary)
+        return written.path, written.summary, written.table, run_id
 
     def _log_report(self, pipeline: str, summary: Mapping[str, Any]) -> str:
         from ipa_tasks.tracking import experiment_id_for, mlflow_client
@@ -705,31 +699,6 @@ class DecisionPrinter(threading.Thread):
             self.console.print(f"      ipa_adapt {clock}Z: {summary_sentence(row)}", highlight=False)
         self.seen = len(table)
 
-    def _leave_airflow_as_found(self) -> None:
-        """Best effort, on the way out (also after a failure or Ctrl-C): ipa_adapt paused, the Variables
-        as they were. Airflow's database outlives the demo, and ``make airflow`` shares it."""
-        if self.api is None:
-            return
-        try:
-            if self.adapting:
-                self._pause_now(ADAPT_DAG)
-            self._restore_variables()
-        except (AirflowApiError, OSError) as exc:
-            self.note(
-                f"[yellow]could not pause ipa_adapt or restore the Variables ({exc}); check them in the "
-                "Airflow UI before unpausing it[/yellow]"
-            )
-
-    def _leave_variables_for_demo_stop(self) -> None:
-        """With the services kept up, the demo's Variables stay (unpausing ipa_adapt in the UI goes on
-        adapting the served pipeline); ``ipa demo-stop`` gives them their earlier values back."""
-        record = {
-            "airflow_url": self.airflow_url,
-            "airflow_home": self.env["AIRFLOW_HOME"],
-            "variables": self.saved_variables,
-        }
-        atomic_write_text(variables_file(self.settings.home), json.dumps(record, indent=2) + "\n")
-
     def stop(self) -> None:
         self.done.set()
         self.join(5)
@@ -815,11 +784,7 @@ def restore_variables(home: Path, log: Callable[[str], None] = print) -> None:
         env = {**os.environ, "AIRFLOW_HOME": record["airflow_home"]}
         api = AirflowApi(record["airflow_url"], *airflow_login(env))
         api.set_paused(ADAPT_DAG, True)
-        for key, value in record["variables"].items():
-            if value is None:
-                api.delete_variable(key)
-            else:
-                api.set_variable(key, value)
+        api.put_back_variables(record["variables"])
     except (OSError, ValueError, KeyError, TypeError, AirflowApiError) as exc:
         log(f"could not restore the Variables the demo set ({exc}); {path} keeps their earlier values")
         return

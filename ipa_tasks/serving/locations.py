@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+RUNTIME_PORT, ROUTER_PORT_BASE = 18400, 18500
+"""Where the local runtime listens by default on 127.0.0.1: its admin API, and the first pipeline's router
+(the i-th pipeline's is the base + i)."""
+
 
 def pipeline_dir(home: Path, pipeline: str) -> Path:
     return Path(home) / "serving" / pipeline

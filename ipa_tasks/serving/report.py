@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -414,10 +415,19 @@ def report_markdown(table: pd.DataFrame, summary: Mapping[str, Any]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class WrittenReport:
+    path: Path
+    """``report.md``"""
+    table: pd.DataFrame
+    summary: dict[str, Any]
+
+
 def write_report(
     folder: Path, requests: pd.DataFrame, decisions: pd.DataFrame, *, sla_s: float, interval_s: float = 30
-) -> Path:
-    """Write ``report.md``, ``intervals.csv`` and the plots into ``folder``; the report's path."""
+) -> WrittenReport:
+    """Write ``report.md``, ``intervals.csv`` and the plots into ``folder``; the report's path, the
+    interval table and the summary it shows."""
     table = interval_table(requests, decisions, sla_s=sla_s, interval_s=interval_s)
     summary = report_summary(table, requests, sla_s=sla_s)
     folder.mkdir(parents=True, exist_ok=True)
@@ -426,7 +436,7 @@ def write_report(
         atomic_write(folder / name, lambda tmp, figure=figure: figure.savefig(tmp, format="png", dpi=100))
     path = folder / REPORT_FILE
     atomic_write_text(path, report_markdown(table, summary))
-    return path
+    return WrittenReport(path, table, summary)
 
 
 def _count(n: int, noun: str) -> str:

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +52,14 @@ from aiohttp import web
 from ipa_tasks.actuation.config import StageConfig
 from ipa_tasks.atomic_files import atomic_write_text
 from ipa_tasks.demo_pipelines.handoffs import handoff_for
-from ipa_tasks.serving.locations import pipeline_dir, runtime_file
+from ipa_tasks.serving.locations import ROUTER_PORT_BASE, RUNTIME_PORT, pipeline_dir, runtime_file
 from ipa_tasks.serving.router import Router, create_app, rate_file_path, serve_app
 from ipa_tasks.serving.stage_server import PARENT_PID_VARIABLE, free_port, server_command
 from ipa_tasks.spec import PipelineSpec, SpecError, load_spec, resolve_spec_path
 
 MODULE = "ipa_tasks.serving.runtime"
 HOST = "127.0.0.1"
-DEFAULT_PORT, DEFAULT_ROUTER_PORT_BASE = 18400, 18500
+DEFAULT_PORT, DEFAULT_ROUTER_PORT_BASE = RUNTIME_PORT, ROUTER_PORT_BASE
 READY_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 30.0
 STOP_GRACE_S = 15.0
@@ -214,15 +214,7 @@ class PipelineRuntime:
         processes = [
             {"pid": r.pid, "url": r.url, "ready": ok} for r, ok in zip(state.replicas, ready, strict=True)
         ]
-        c = state.config
-        return {
-            "variant": c.variant,
-            "batch_size": c.batch_size,
-            "cores": c.cores,
-            "replicas": c.replicas,
-            "ready": sum(ready),
-            "processes": processes,
-        }
+        return {**asdict(state.config), "ready": sum(ready), "processes": processes}
 
     # -- changing --
 

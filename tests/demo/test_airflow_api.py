@@ -168,6 +168,8 @@ class RecordingApi:
     def delete_variable(self, key: str) -> None:
         self.calls.append(("delete", key))
 
+    put_back_variables = AirflowApi.put_back_variables  # the real one, over the recording set and delete
+
 
 def test_a_demo_that_ends_while_adapting_pauses_ipa_adapt_ends_its_run_and_restores_the_variables(
     tmp_path: Path,

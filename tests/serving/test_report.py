@@ -227,9 +227,11 @@ def test_plots_have_their_lines_and_save_as_png() -> None:
 def test_write_report_writes_the_markdown_csv_and_plots(tmp_path: Path) -> None:
     folder = tmp_path / "report"
 
-    path = write_report(folder, _requests(), _decisions(), sla_s=SLA)
+    written = write_report(folder, _requests(), _decisions(), sla_s=SLA)
+    path = written.path
 
     assert path == folder / REPORT_FILE
+    assert len(written.table) == 5 and written.summary["requests"] == 12
     for name in (REPORT_FILE, TABLE_FILE, *PLOT_FILES):
         assert (folder / name).stat().st_size > 0, name
     for name in PLOT_FILES:
