@@ -66,7 +66,8 @@ def ipa_replay_experiments() -> None:
         """Every replay of the experiment's grid for one pipeline."""
         from ipa_tasks.optimizer.plan import json_safe
         from ipa_tasks.settings import current_settings
-        from ipa_tasks.simulation.experiments import loop_forecasters, run_experiment
+        from ipa_tasks.simulation.experiments import run_experiment
+        from ipa_tasks.simulation.replay import loop_forecasters
 
         context = get_current_context()
         context["pipeline_label"] = pipeline

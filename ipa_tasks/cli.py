@@ -252,30 +252,23 @@ def cmd_build_variants(args: argparse.Namespace) -> int:
 
 
 def _replay_workload(args: argparse.Namespace) -> tuple[np.ndarray, str]:
-    from ipa_tasks.serving.load_generator import scaled_counts
-
     if args.window:
+        from ipa_tasks.serving.load_generator import scaled_counts
         from ipa_tasks.simulation.windows import load_pattern
 
-        rates, label = load_pattern(args.window), f"IPA's {args.window} window"
+        workload, label = scaled_counts(load_pattern(args.window), args.scale), f"IPA's {args.window} window"
     else:
-        from ipa_tasks.forecasting.trace import load_trace
         from ipa_tasks.forecasting.trace_location import default_trace_path
+        from ipa_tasks.serving.load_generator import trace_workload
 
-        trace = load_trace(default_trace_path())
-        if not 0 <= args.start < args.start + args.seconds <= len(trace):
-            raise ValueError(f"the window {args.start}..{args.start + args.seconds} s is outside the trace")
-        rates, label = (
-            trace[args.start : args.start + args.seconds],
-            f"trace seconds {args.start}+{args.seconds}",
-        )
-    return scaled_counts(rates, args.scale), f"{label}, damped by 8, x{args.scale:g}"
+        workload = trace_workload(default_trace_path(), args.start, args.seconds, scale=args.scale)
+        label = f"trace seconds {args.start}+{args.seconds}"
+    return workload, f"{label}, damped by 8, x{args.scale:g}"
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from ipa_tasks.forecasting.registry import default_cache_dir, forecaster_by_name
     from ipa_tasks.settings import current_settings
-    from ipa_tasks.simulation.replay import ReplayOptions, simulate, window_forecaster
+    from ipa_tasks.simulation.replay import ReplayOptions, loop_forecasters, simulate, window_forecaster
 
     planner = _planner(args.spec, args.profiles)
     workload, label = _replay_workload(args)
@@ -290,24 +283,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         seed=args.seed,
         solver=args.solver,
     )
-    settings = current_settings()
-
-    def make(name: str):
-        forecaster, note = forecaster_by_name(
-            name,
-            horizon_s=args.horizon,
-            tracking_uri=settings.tracking_uri,
-            cache_dir=default_cache_dir(settings),
-            margin=args.margin,
-        )
-        if note:
-            print(note, file=sys.stderr)
-        return forecaster
-
+    notes: set[str] = set()
+    loop = loop_forecasters(current_settings(), notes, args.margin)
     forecast = window_forecaster(
-        args.forecaster, history_s=args.history, horizon_s=args.horizon, margin=args.margin, make=make
+        args.forecaster,
+        history_s=args.history,
+        horizon_s=args.horizon,
+        margin=args.margin,
+        make=lambda name: loop(name, args.horizon),
     )
     result = simulate(planner, planner.profile, workload, forecast, options)
+    for note in sorted(notes):
+        print(note, file=sys.stderr)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         result.requests.to_csv(args.out / "requests.csv", index=False)
@@ -353,11 +340,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from ipa_tasks.simulation.experiments import (
         cells,
         log_experiment,
-        loop_forecasters,
         markdown,
         run_experiment,
         write_results,
     )
+    from ipa_tasks.simulation.replay import loop_forecasters
 
     settings = current_settings()
     pipelines = args.pipelines or None
@@ -556,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
     replay.set_defaults(func=cmd_replay)
 
-    from ipa_tasks.simulation.experiments import EXPERIMENTS
+    from ipa_tasks.simulation.names import EXPERIMENTS
 
     experiment = sub.add_parser(
         "experiment",
@@ -584,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     fidelity.set_defaults(func=cmd_fidelity)
 
     from ipa_tasks.demo.run import DEFAULT_SCALE, DEFAULT_SECONDS, DEFAULT_START
+    from ipa_tasks.serving.locations import ROUTER_PORT_BASE, RUNTIME_PORT
 
     demo = sub.add_parser(
         "demo",
@@ -607,8 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--airflow-port", type=int, default=8080)
     demo.add_argument("--mlflow-port", type=int, default=5000)
-    demo.add_argument("--runtime-port", type=int, default=18400, help="the serving runtime's admin API")
-    demo.add_argument("--router-port-base", type=int, default=18500, help="the pipeline's router")
+    demo.add_argument("--runtime-port", type=int, default=RUNTIME_PORT, help="the runtime's admin API")
+    demo.add_argument("--router-port-base", type=int, default=ROUTER_PORT_BASE, help="the pipeline's router")
     demo.add_argument("--seed", type=int, default=0, help="of the arrival times")
     demo.set_defaults(func=cmd_demo)
 

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ipa_tasks.optimizer.planner import Planner
-    from ipa_tasks.settings import Settings
 
 POLICIES = ("ipa", "fa2-low", "fa2-high", "rim")
 PREFERENCES: dict[str, tuple[float, float] | None] = {
@@ -88,26 +87,6 @@ def cells(name: str, pipelines: Sequence[str] | None = None) -> list[Cell]:
             for f in ("window-max", "oracle")
         ]
     raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-
-
-def loop_forecasters(settings: Settings, notes: set[str]) -> Callable[[str, int], Any]:
-    """The adaptation loop's forecasters by name, as the replays build them (``lstm``: the registered
-    champion, else window-max); what the loop would say about them is added to ``notes``."""
-    from ipa_tasks.forecasting.registry import default_cache_dir, forecaster_by_name
-
-    def make(name: str, horizon_s: int) -> Any:
-        forecaster, note = forecaster_by_name(
-            name,
-            horizon_s=horizon_s,
-            tracking_uri=settings.tracking_uri,
-            cache_dir=default_cache_dir(settings),
-            margin=0.1,
-        )
-        if note:
-            notes.add(note)
-        return forecaster
-
-    return make
 
 
 def _weighted(planner: Planner, preference: str) -> Planner:

@@ -35,6 +35,7 @@ from ipa_tasks.actuation.config import PipelineConfig, StageConfig, config_of
 from ipa_tasks.optimizer.plan import Plan, StagePlan
 from ipa_tasks.optimizer.planner import Planner
 from ipa_tasks.serving.load_generator import arrival_schedule
+from ipa_tasks.settings import Settings
 from ipa_tasks.simulation.service_times import ServiceTimes
 from ipa_tasks.simulation.stage_queue import Epoch, serve_stage
 from ipa_tasks.spec import PipelineSpec
@@ -284,6 +285,27 @@ def summarize(requests: pd.DataFrame, intervals: pd.DataFrame, sla_s: float) -> 
         "plan_changes": int(intervals["changed"].sum()),
         "degraded_decisions": int(intervals["degraded"].sum()),
     }
+
+
+def loop_forecasters(settings: Settings, notes: set[str], margin: float = 0.1) -> Callable[[str, int], Any]:
+    """The adaptation loop's forecasters by name and horizon, as the replays build them (``lstm``: the
+    registered champion, else window-max), with ``margin``; what the loop would say about them is added to
+    ``notes``."""
+    from ipa_tasks.forecasting.registry import default_cache_dir, forecaster_by_name
+
+    def make(name: str, horizon_s: int) -> Any:
+        forecaster, note = forecaster_by_name(
+            name,
+            horizon_s=horizon_s,
+            tracking_uri=settings.tracking_uri,
+            cache_dir=default_cache_dir(settings),
+            margin=margin,
+        )
+        if note:
+            notes.add(note)
+        return forecaster
+
+    return make
 
 
 def window_forecaster(

@@ -71,9 +71,8 @@ def serve_stage(
     ready = ready_s.tolist()
     deadline = deadline_s.tolist()
     draws = normals.tolist()
+    # The first batch moves on to the epoch in force then, as every later one does.
     e = 0
-    while e + 1 < len(epochs) and epochs[e + 1].start_s <= ready[0]:
-        e += 1
     free = _replicas_for(epochs[e], None, [])
     batch_size, curve = epochs[e].config.batch_size, epochs[e].curve
     i = batches = 0
