@@ -8,6 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV_VERSION := 0.13.9
+HELM_SDKPY_VERSION := 0.1.32
 # torch's CPU-only wheel: from a local wheel folder when there is one, else PyTorch's CPU index.
 FIND_LINKS ?= $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
@@ -23,6 +24,10 @@ $(STAMP): pyproject.toml requirements.lock
 	@# machines) would otherwise keep every process compiling the stack from source.
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python $(FIND_LINKS) -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@# Helm itself, for the chart's lint and install tests: helm-sdkpy's metadata asks for Python 3.12, but
+	@# its Go library runs under 3.11, so it goes in beside the lock (cffi, its one dependency, is locked).
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python \
+		helm-sdkpy==$(HELM_SDKPY_VERSION)
 	@touch $(STAMP)
 
 # The end-to-end demo (README, "The demo"): Airflow, MLflow, profiling, serving, adaptation, a report.
@@ -98,9 +103,12 @@ mlflow: $(STAMP)
 		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$${IPA_HOME:-$$HOME/.ipa}/mlflow.db}" \
 		--default-artifact-root "$${IPA_HOME:-$$HOME/.ipa}/mlartifacts"
 
-# Regenerate the lock after changing a pin in pyproject.toml.
+# Regenerate the locks after changing a pin in pyproject.toml: everything (this venv, CI) and the runtime
+# set without the dev tools (what the Dockerfile installs; tests/packaging checks that the two agree).
 lock:
 	$(BIN)/uv pip compile pyproject.toml $(FIND_LINKS) --extra dev --python-version 3.11 --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml $(FIND_LINKS) --python-version 3.11 --quiet \
+		--constraint requirements.lock -o requirements-runtime.lock
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/solver_scaling.py

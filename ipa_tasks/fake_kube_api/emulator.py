@@ -169,6 +169,14 @@ class FakeKubeEmulator(kmock.KubernetesEmulator):
         # Not `.get()`: kmock's ResourcesArray creates a blank entry on a missed lookup, like a defaultdict.
         return self.resources[resource] if resource in self.resources else None  # noqa: SIM401
 
+    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+        payload = await super()._serve_version(request)
+        # kmock names the core group's version "/v1"; a real server says "v1", and Go clients (Helm) find
+        # no core kinds (ServiceAccount, Service) under the other name.
+        if isinstance(payload, dict) and payload.get("groupVersion") == "/v1":
+            payload["groupVersion"] = "v1"
+        return payload
+
     def _has_subresource(self, resource: kmock.resource, subresource: str) -> bool:
         info = self.resource_info(resource)
         return info is not None and subresource in info.subresources
