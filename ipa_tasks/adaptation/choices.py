@@ -5,6 +5,6 @@ from __future__ import annotations
 
 from ipa_tasks.forecasting.names import FORECASTERS
 
-TARGETS = ("auto", "local", "kubernetes")
+TARGETS = ("auto", "local", "kubernetes", "stage-servers")
 
 __all__ = ["FORECASTERS", "TARGETS"]

@@ -204,16 +204,26 @@ def forecast_load(settings: Settings, tick: Tick, options: TickOptions, log: Log
     return {**tick, "observation": summary, "forecast": forecast, "forecast_s": time.perf_counter() - start}
 
 
-def make_target(kind: str, settings: Settings, connection_exists: Callable[[], bool]) -> Target:
-    """``auto`` is Kubernetes when the ``ipa_kubernetes`` connection exists, else the local target: the
+def make_target(
+    kind: str,
+    settings: Settings,
+    connection_exists: Callable[[], bool],
+    environ: Mapping[str, str] = os.environ,
+) -> Target:
+    """``auto`` is Kubernetes when the ``ipa_kubernetes`` connection exists, else the fixed stage servers
+    when ``IPA_STAGE_URL_TEMPLATE`` says where they are (docker-compose), else the local target: the
     local serving runtime's replicas (``make serve``, or ``make demo``), found through its
     ``runtime.json``; when it does not run, reading the target fails and says how to start it."""
+    from ipa_tasks.actuation.stage_servers import URL_TEMPLATE_VARIABLE, target_from_environment
+
     if kind not in TARGETS:
         raise ValueError(f"unknown target {kind!r}; choose one of {', '.join(TARGETS)}")
     if kind == "kubernetes" or (kind == "auto" and connection_exists()):
         from ipa_tasks.actuation.kubernetes import KubernetesTarget
 
         return KubernetesTarget(KUBERNETES_CONNECTION)
+    if kind == "stage-servers" or (kind == "auto" and environ.get(URL_TEMPLATE_VARIABLE)):
+        return target_from_environment(environ)
     from ipa_tasks.actuation.local_runtime import LocalRuntimeTarget
 
     return LocalRuntimeTarget(settings.home)
