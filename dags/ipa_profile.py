@@ -28,9 +28,10 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 from ipa_tasks.assets import PROFILES_ASSET_NAME, PROFILES_ASSET_URI
 from ipa_tasks.kubernetes_connection import KUBERNETES_CONNECTION
 from ipa_tasks.profiling_pod import ProfilingPodOperator
+from ipa_tasks.tracking import PROFILING_EXPERIMENT
 
 DAG_ID = Path(__file__).stem
-EXPERIMENT = "ipa-profiling"
+EXPERIMENT = PROFILING_EXPERIMENT
 PROFILES = Asset(name=PROFILES_ASSET_NAME, uri=PROFILES_ASSET_URI)
 """Emitted after a round published at least one pipeline's profile; its extra names the pipelines."""
 DEMO_PIPELINES = ["digit-strips", "language-routing"]

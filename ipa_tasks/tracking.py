@@ -49,6 +49,8 @@ STEP_METRIC_COLUMNS = ("latency_p50_s", "latency_p95_s", "latency_p99_s", "throu
 """Profile columns logged per core count with ``step = batch_size``."""
 _PROFILE_COLUMNS_USED = ("pipeline", "stage", "variant", "batch_size", "cores", *STEP_METRIC_COLUMNS)
 _GAP_COLUMNS = ("measured", "product", "gap")
+PROFILING_EXPERIMENT = "ipa-profiling"
+"""The experiment of the ``ipa_profile`` DAG's rounds."""
 ROUND_KIND = "profiling-round"
 VARIANT_KIND = "variant-profile"
 GAP_ARTIFACT_DIR = "pipeline_accuracy"

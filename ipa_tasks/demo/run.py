@@ -144,6 +144,7 @@ def airflow_environment(
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+    env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
     env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
     # A Kubernetes connection would send the demo's plans to a cluster instead of the local runtime.
     env.pop("AIRFLOW_CONN_IPA_KUBERNETES", None)
