@@ -63,7 +63,15 @@ def test_lint_catches_a_broken_template(cluster: FakeKubeHandle, tmp_path: Path)
 def test_every_rendered_object_is_valid_kubernetes(cluster: FakeKubeHandle, values: Any) -> None:
     objects = render(cluster, values)
     kinds = {obj["kind"] for obj in objects}
-    assert {"Deployment", "Service", "ConfigMap", "ServiceAccount", "Role", "RoleBinding"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "NetworkPolicy",
+    } <= kinds
     for obj, version in itertools.product(objects, KUBERNETES_VERSIONS):
         kubernetes_validate.validate(obj, version, strict=True)  # raises, naming the field
 
@@ -146,6 +154,23 @@ def test_stage_objects_are_the_ones_the_kubernetes_target_builds_and_reads(clust
         assert got_c["ports"] == want_c["ports"]
         for probe in ("readinessProbe", "livenessProbe"):
             assert got_c[probe]["httpGet"] == want_c[probe]["httpGet"]
+
+
+def test_only_the_routers_and_the_scrapers_reach_the_stage_servers(cluster: FakeKubeHandle) -> None:
+    (policy,) = chart.of_kind(render(cluster), "NetworkPolicy").values()
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected == {"app.kubernetes.io/part-of": "ipa", "app.kubernetes.io/component": "stage-server"}
+    (rule,) = policy["spec"]["ingress"]
+    router = {
+        "podSelector": {
+            "matchLabels": {"app.kubernetes.io/part-of": "ipa", "app.kubernetes.io/component": "router"}
+        }
+    }
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    assert rule["from"] == [router, monitoring]
+    assert rule["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    off = render(cluster, {"networkPolicy": {"enabled": False}})
+    assert chart.of_kind(off, "NetworkPolicy") == {}
 
 
 @pytest.mark.parametrize(
