@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -121,38 +120,52 @@ def test_the_runtime_lock_is_the_tested_lock_without_the_dev_tools() -> None:
     assert "requirements-runtime.lock" in DOCKERFILE.read_text()
 
 
-@pytest.mark.slow
-def test_the_project_installs_as_a_regular_package_with_its_data(tmp_path: Path) -> None:
-    # The Dockerfile's `uv pip install --no-deps .`: a wheel, not the editable install the venv has.
+def test_the_runtime_lock_installs_as_the_dockerfile_installs_it() -> None:
+    # `uv pip install -r requirements-runtime.lock` into the tested environment: every pin is already met.
+    lock = str(REPO / "requirements-runtime.lock")
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            ".",
-        ],
-        cwd=REPO,
+        [str(BIN / "uv"), "pip", "install", "--dry-run", "--offline", "--python", sys.executable, "-r", lock],
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    (wheel,) = tmp_path.glob("ipa_airflow-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "Would make no changes" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_project_installs_as_the_dockerfile_installs_it(tmp_path: Path) -> None:
+    # The Dockerfile's `uv venv` and `uv pip install --no-deps .`: a regular install (not the editable one
+    # this venv has), with the package data, whose health check runs on the standard library alone.
+    venv = tmp_path / "venv"
+    uv = str(BIN / "uv")
+    for command in (
+        [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--offline",
+            "--no-deps",
+            "--python",
+            str(venv / "bin" / "python"),
+            ".",
+        ],
+    ):
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+    (site,) = venv.glob("lib/python3.*/site-packages")
     for wanted in (
         "ipa_tasks/pipelines/digit-strips.yaml",
         "ipa_tasks/pipelines/digit-strips.measured-profile.csv",
-        "ipa_tasks/health_check.py",
         "ipa_tasks/serving/stage_server.py",
         "profiling_jobs/profile_variant.py",
     ):
-        assert wanted in names, wanted
+        assert (site / wanted).is_file(), wanted
+    check = [str(venv / "bin" / "python"), "-m", "ipa_tasks.health_check", "http://127.0.0.1:9/healthz"]
+    done = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "unhealthy: http://127.0.0.1:9/healthz did not answer" in done.stderr
 
 
 def test_the_default_command_and_the_health_check_start() -> None:
