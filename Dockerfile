@@ -68,6 +68,9 @@ RUN useradd --uid "${IPA_UID}" --gid 0 --home-dir /home/ipa --create-home --shel
 COPY --from=build /opt/ipa/venv /opt/ipa/venv
 COPY dags /opt/ipa/dags
 COPY plugins /opt/ipa/plugins
+# What the official Airflow Helm chart calls in its image: /entrypoint (probes, jobs) and /clean-logs (the
+# log-groomer sidecar). See docker/.
+COPY --chmod=0755 docker/entrypoint docker/clean-logs /
 
 # Where everything lives in a container; every one of these can be overridden per service.
 #   IPA_HOME: built variants, profiles, decisions (a volume in Compose, a PersistentVolumeClaim in Kubernetes).

@@ -5,7 +5,7 @@ checks the stage objects by them (tests/helm checks that the two agree).
 
 {{/* stage_object_name: "<pipeline>-<stage>", lower case, other characters "-", at most 63. */}}
 {{- define "ipa.stageName" -}}
-{{- printf "%s-%s" .pipeline .stage | lower | regexReplaceAll "[^a-z0-9]+" "-" | trimAll "-" | trunc 63 | trimSuffix "-" -}}
+{{- regexReplaceAll "[^a-z0-9]+" (printf "%s-%s" .pipeline .stage | lower) "-" | trimAll "-" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "ipa.configMapName" -}}
@@ -13,7 +13,7 @@ checks the stage objects by them (tests/helm checks that the two agree).
 {{- end -}}
 
 {{- define "ipa.routerName" -}}
-{{- printf "%s-router" .pipeline | lower | regexReplaceAll "[^a-z0-9]+" "-" | trimAll "-" | trunc 63 | trimSuffix "-" -}}
+{{- regexReplaceAll "[^a-z0-9]+" (printf "%s-router" .pipeline | lower) "-" | trimAll "-" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/* label_value: a spec name as a valid label value. */}}

@@ -101,7 +101,9 @@ def test_every_secret_comes_from_the_env_file_and_the_example_names_them_all() -
     assert len(secrets) == 5
     for name in secrets:
         assert re.search(rf"\$\{{{name}:\?", COMPOSE.read_text()), f"{name} must be required (:?)"
-        assert example[name].startswith(("change-me", "replace-with")), f"{name} looks like a real secret"
+        assert example[name] == "", (
+            f"{name} must be empty in the example, so that Compose stops until it is set"
+        )
     published = [
         p for s in yaml.safe_load(COMPOSE.read_text())["services"].values() for p in s.get("ports", [])
     ]
@@ -187,3 +189,15 @@ def test_prometheus_scrapes_the_router_every_second_and_every_stage_server(compo
         if "x-stage" in str(s) or ENV_STAGE in s.get("environment", {})
     }
     assert targets == {f"{name}:8000" for name in stage_services | {"digit-strips-router"}}
+
+
+def test_airflow_sees_the_shared_trace_and_windows_where_the_code_looks(compose: dict[str, Any]) -> None:
+    from ipa_tasks.forecasting.trace_location import TRACE_VARIABLE
+    from ipa_tasks.simulation.windows import PATTERNS_VARIABLE
+
+    service = compose["services"]["airflow-scheduler"]
+    (mount,) = [v for v in service["volumes"] if v.endswith(":/opt/ipa/shared-data:ro")]
+    host = REPO / mount.split(":-", 1)[1].split("}", 1)[0]  # the default, relative to the Compose file
+    for variable in (TRACE_VARIABLE, PATTERNS_VARIABLE):
+        inside = Path(service["environment"][variable])
+        assert (host / inside.relative_to("/opt/ipa/shared-data")).is_file(), variable

@@ -100,7 +100,7 @@ def test_every_copied_path_exists_and_is_not_left_out_of_the_build_context() -> 
     for keyword, args in instructions(DOCKERFILE.read_text()):
         if keyword != "COPY" or "--from=" in args:
             continue
-        *sources, _ = args.split()
+        *sources, _ = [word for word in args.split() if not word.startswith("--")]
         for source in sources:
             assert (REPO / source).exists(), source
             assert source not in ignored, f"{source} is copied but .dockerignore leaves it out"
