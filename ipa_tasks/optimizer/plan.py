@@ -148,6 +148,19 @@ class Plan:
         return cls.from_dict(data, str(path))
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """A plan judged by :meth:`~ipa_tasks.optimizer.planner.Planner.evaluate`: its latencies and terms
+    filled in, and every way it breaks the spec or the SLA (none: feasible)."""
+
+    plan: Plan
+    problems: tuple[str, ...] = ()
+
+    @property
+    def feasible(self) -> bool:
+        return not self.problems
+
+
 def json_safe(value: Any) -> Any:
     """JSON has no infinity or NaN; write them as null (in nested dicts, lists and tuples too)."""
     if isinstance(value, float) and not math.isfinite(value):

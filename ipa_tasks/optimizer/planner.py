@@ -31,7 +31,7 @@ from ipa_tasks.optimizer.options import (
     prune_dominated,
     stage_points,
 )
-from ipa_tasks.optimizer.plan import ObjectiveTerms, Plan, StagePlan
+from ipa_tasks.optimizer.plan import Evaluation, ObjectiveTerms, Plan, StagePlan
 from ipa_tasks.optimizer.policies import restriction_for
 from ipa_tasks.optimizer.queueing import batch_formation_delay, queue_wait
 from ipa_tasks.optimizer.solvers import (
@@ -281,32 +281,11 @@ class Planner:
         points = self.points(policy)
         choice = highest_throughput_choice(points, self.spec.max_total_cores)
         running = current.running() if current else {}
-        stages, scores = [], []
-        for p, i, n in zip(points, choice.point, choice.replicas, strict=True):
-            b = int(p.batch_size[i])
-            variant = p.variant_names[p.variant[i]]
-            model_latency = float(p.model_latency_s[i])
-            stage_load = load_rps * p.load_factor
-            batch_wait = float(batch_formation_delay(stage_load, b))
-            wait = float(queue_wait(stage_load, b, p.throughput_rps[i], n, self.spec.latency_quantile))
-            stages.append(
-                StagePlan(
-                    stage=p.stage,
-                    variant=variant,
-                    batch_size=b,
-                    cores=int(p.cores[i]),
-                    replicas=n,
-                    latency_s=model_latency + batch_wait + wait,
-                    model_latency_s=model_latency,
-                    batch_wait_s=batch_wait,
-                    queue_wait_s=wait,
-                    throughput_rps=float(p.throughput_rps[i]),
-                    accuracy=float(p.accuracy[i]),
-                    changed=p.stage in running and running[p.stage] != (variant, int(p.cores[i])),
-                    load_factor=p.load_factor,
-                )
-            )
-            scores.append(float(p.score[i]))
+        stages = [
+            self._stage_at(p, int(i), int(n), load_rps, running)
+            for p, i, n in zip(points, choice.point, choice.replicas, strict=True)
+        ]
+        scores = [float(p.score[i]) for p, i in zip(points, choice.point, strict=True)]
         reason = self._degraded_reason(load_rps, points, choice, result)
         log.warning("degraded plan for %s at %.2f rps: %s", self.spec.name, load_rps, reason)
         return self._plan(
@@ -322,6 +301,92 @@ class Planner:
             solve_time_s=(result.solve_time_s if result else 0.0) + time.perf_counter() - start,
             notes=tuple(notes),
         )
+
+    def _stage_at(
+        self, p: StagePoints, i: int, replicas: int, load_rps: float, running: dict[str, tuple[str, int]]
+    ) -> StagePlan:
+        """Point ``i`` of a stage with ``replicas`` replicas at ``load_rps``, its latency by the queueing
+        model (``inf`` when the replicas cannot carry the load)."""
+        b = int(p.batch_size[i])
+        variant = p.variant_names[p.variant[i]]
+        model_latency = float(p.model_latency_s[i])
+        stage_load = load_rps * p.load_factor
+        batch_wait = float(batch_formation_delay(stage_load, b))
+        wait = float(queue_wait(stage_load, b, p.throughput_rps[i], replicas, self.spec.latency_quantile))
+        return StagePlan(
+            stage=p.stage,
+            variant=variant,
+            batch_size=b,
+            cores=int(p.cores[i]),
+            replicas=replicas,
+            latency_s=model_latency + batch_wait + wait,
+            model_latency_s=model_latency,
+            batch_wait_s=batch_wait,
+            queue_wait_s=wait,
+            throughput_rps=float(p.throughput_rps[i]),
+            accuracy=float(p.accuracy[i]),
+            changed=p.stage in running and running[p.stage] != (variant, int(p.cores[i])),
+            load_factor=p.load_factor,
+        )
+
+    def evaluate(self, candidate: Plan, load_rps: float, current: Plan | None = None) -> Evaluation:
+        """``candidate``'s stages (variant, batch size, cores, replicas; nothing else is read) judged as the
+        optimizer judges its own: latency by the queueing model at ``load_rps``, the objective's terms, and
+        every way it breaks the spec or the SLA, in words. For plans that did not come from the optimizer
+        (an agent's, a hand-written one)."""
+        if not math.isfinite(load_rps) or load_rps < 0:
+            raise ValueError(f"load must be a finite number >= 0 requests/s, got {load_rps}")
+        spec = self.spec
+        wanted = {s.stage: s for s in candidate.stages}
+        problems = [f"the spec has no stage {name!r}" for name in wanted if name not in spec.stage_names]
+        running = current.running() if current else {}
+        stages, scores = [], []
+        for p in self.points("ipa"):
+            choice = wanted.get(p.stage)
+            if choice is None:
+                problems.append(f"stage {p.stage}: the plan gives it no configuration")
+                continue
+            names = np.array(p.variant_names, dtype=object)[p.variant]
+            match = np.flatnonzero(
+                (names == choice.variant) & (p.batch_size == choice.batch_size) & (p.cores == choice.cores)
+            )
+            if len(match) == 0:
+                problems.append(
+                    f"stage {p.stage}: {choice.variant} at batch {choice.batch_size} with {choice.cores} "
+                    "core(s) is not a profiled option the spec allows"
+                )
+                continue
+            if not p.min_replicas <= choice.replicas <= p.max_replicas:
+                problems.append(
+                    f"stage {p.stage}: {choice.replicas} replicas is outside the spec's bounds "
+                    f"{p.min_replicas}..{p.max_replicas}"
+                )
+            stage = self._stage_at(p, int(match[0]), choice.replicas, load_rps, running)
+            if not math.isfinite(stage.latency_s):
+                problems.append(
+                    f"stage {p.stage}: {stage.replicas} replica(s) of {stage.throughput_rps:.1f} requests/s "
+                    f"cannot carry its {load_rps * p.load_factor:.1f} requests/s"
+                )
+            stages.append(stage)
+            scores.append(float(p.score[match[0]]))
+        latency = sum(s.latency_s for s in stages)
+        if len(stages) == len(spec.stages) and math.isfinite(latency) and latency > spec.sla_s + 1e-9:
+            problems.append(
+                f"end-to-end latency {latency * 1000:.1f} ms is over the SLA of {spec.sla_s * 1000:.1f} ms"
+            )
+        cores = sum(s.cores_total for s in stages)
+        if spec.max_total_cores is not None and cores > spec.max_total_cores:
+            problems.append(f"{cores} cores in all is over the spec's max_total_cores {spec.max_total_cores}")
+        plan = self._plan(
+            candidate.policy or "candidate",
+            load_rps,
+            stages,
+            scores,
+            solver="evaluated",
+            status="infeasible" if problems else "feasible",
+            reason="; ".join(problems),
+        )
+        return Evaluation(plan, tuple(problems))
 
     def _degraded_reason(
         self, load_rps: float, points: list[StagePoints], choice: DegradedChoice, result: SolverResult | None

@@ -42,6 +42,10 @@ from ipa_tasks.spec import PipelineSpec
 
 Forecast = Callable[[np.ndarray, int], float]
 """(per-second arrivals so far, the tick's second) -> the load to plan for."""
+Choose = Callable[[Planner, float, "Plan | None"], Plan]
+"""(planner, the load to plan for, what runs or None) -> the plan: the loop's decision at one tick. The
+default is the optimizer's plan for the options' policy; the agent policy gives its own
+(:mod:`ipa_tasks.agent.policy`)."""
 
 
 @dataclass(frozen=True)
@@ -101,23 +105,32 @@ def _running_plan(planner: Planner, config: PipelineConfig) -> Plan:
     return plan
 
 
+def optimizer_choice(options: ReplayOptions) -> Choose:
+    """The optimizer's plan for ``options.policy``, charging the change penalty against what runs."""
+
+    def choose(planner: Planner, load: float, current: Plan | None) -> Plan:
+        return planner.plan(load, options.policy, current=current, solver=options.solver)  # type: ignore[arg-type]
+
+    return choose
+
+
 def decide(
-    planner: Planner, workload: np.ndarray, forecast: Forecast, options: ReplayOptions
+    planner: Planner,
+    workload: np.ndarray,
+    forecast: Forecast,
+    options: ReplayOptions,
+    choose: Choose | None = None,
 ) -> list[Decision]:
     """The loop's decisions over the window: the first plan at 0, then one every ``interval_s``."""
+    choose = choose or optimizer_choice(options)
     first_load = float(max(1.0, np.max(workload[:60], initial=0) * 1.1))
-    plan = planner.plan(first_load, options.policy, solver=options.solver)  # type: ignore[arg-type]
+    plan = choose(planner, first_load, None)
     decisions = [Decision(0.0, math.nan, first_load, plan, {s.stage: 0.0 for s in plan.stages})]
     running = config_of(plan)
     for tick in range(options.interval_s, len(workload), options.interval_s):
         history = workload[max(0, tick - options.history_s) : tick]
         load = float(forecast(workload, tick))
-        plan = planner.plan(
-            max(load, 0.0),
-            options.policy,
-            current=_running_plan(planner, running),
-            solver=options.solver,  # type: ignore[arg-type]
-        )
+        plan = choose(planner, max(load, 0.0), _running_plan(planner, running))
         wanted = config_of(plan)
         decisions.append(
             Decision(float(tick), float(history.max()), load, plan, _lands(running, wanted, tick, options))
@@ -152,14 +165,42 @@ def simulate(
     workload: Sequence[int] | np.ndarray,
     forecast: Forecast,
     options: ReplayOptions | None = None,
+    choose: Choose | None = None,
 ) -> ReplayResult:
     """Decide, then serve every request of ``workload`` stage by stage (see the module docstring)."""
     options = options or ReplayOptions()
+    counts = _counts(workload)
+    return serve(
+        planner, profile, counts, decide(planner, counts.astype(float), forecast, options, choose), options
+    )
+
+
+def replay_plan(
+    planner: Planner, profile: pd.DataFrame, plan: Plan, workload: Sequence[int] | np.ndarray, seed: int = 0
+) -> ReplayResult:
+    """Serve ``workload`` with ``plan`` in place from the first second, never changed: what a candidate
+    plan would do with the coming load."""
+    counts = _counts(workload)
+    decision = Decision(0.0, math.nan, plan.load_rps, plan, {s.stage: 0.0 for s in plan.stages})
+    return serve(planner, profile, counts, [decision], ReplayOptions(seed=seed))
+
+
+def _counts(workload: Sequence[int] | np.ndarray) -> np.ndarray:
     counts = np.asarray(workload, dtype=int)
     if counts.size == 0 or (counts < 0).any():
         raise ValueError("the workload must be a non-empty series of non-negative requests per second")
+    return counts
+
+
+def serve(
+    planner: Planner,
+    profile: pd.DataFrame,
+    counts: np.ndarray,
+    decisions: Sequence[Decision],
+    options: ReplayOptions,
+) -> ReplayResult:
+    """Serve every request of ``counts`` (per second) stage by stage under ``decisions``."""
     rng = np.random.default_rng(options.seed)
-    decisions = decide(planner, counts.astype(float), forecast, options)
     arrivals = arrival_schedule(counts, seed=options.seed)
     times = ServiceTimes(profile)
     ready = arrivals.copy()  # when each request is ready for the next stage
