@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import math
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlparse
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,6 +84,28 @@ def _sqlite_database(tracking_uri: str) -> Path | None:
     if not tracking_uri.startswith("sqlite:///"):
         return None
     return Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+
+
+def local_store(tracking_uri: str) -> Path | None:
+    """The file of a SQLite store, or the folder of a file store; None for a server."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        return Path(tracking_uri.removeprefix("sqlite:///"))
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme == "file" else tracking_uri)
+    return None
+
+
+def unreachable(tracking_uri: str, timeout_s: float) -> str:
+    """Why an MLflow server does not answer within ``timeout_s`` ("" if it does). Ask this first where a
+    caller must not hang: the MLflow client retries an unreachable server for minutes."""
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s):
+            return ""
+    except urllib.error.HTTPError:
+        return ""  # it answered (a proxy's 401 or 404 is an answer): the client says the rest
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
 
 
 def mlflow_client(tracking_uri: str) -> MlflowClient:

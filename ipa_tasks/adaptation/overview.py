@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
@@ -28,7 +26,7 @@ from ipa_tasks.adaptation.decisions import DAY_KIND, EXPERIMENT, day_table_path,
 from ipa_tasks.adaptation.state import adaptation_dir
 from ipa_tasks.optimizer.plan import json_safe
 from ipa_tasks.spec import shipped_spec_paths
-from ipa_tasks.tracking import PROFILING_EXPERIMENT
+from ipa_tasks.tracking import PROFILING_EXPERIMENT, local_store, unreachable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -368,38 +366,16 @@ def run_url(ui_base: str | None, experiment_id: str, run_id: str) -> str | None:
     return None if ui_base is None else f"{ui_base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def _local_store(tracking_uri: str) -> Path | None:
-    """The file of a SQLite store, or the folder of a file store; None for a server."""
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme == "sqlite":
-        return Path(tracking_uri.removeprefix("sqlite:///"))
-    if parsed.scheme in ("", "file"):
-        return Path(parsed.path if parsed.scheme == "file" else tracking_uri)
-    return None
-
-
-def _unreachable(tracking_uri: str) -> str:
-    """Why an MLflow server does not answer ("" if it does). Asked first, with a short timeout, because
-    the MLflow client retries an unreachable server for minutes and the page would hang that long."""
-    try:
-        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=MLFLOW_PROBE_TIMEOUT_S):
-            return ""
-    except urllib.error.HTTPError:
-        return ""  # it answered (a proxy's 401 or 404 is an answer): the client says the rest
-    except (OSError, ValueError) as exc:
-        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-
-
 def mlflow_links(tracking_uri: str, pipeline: str, days: int, ui_override: str = "") -> MlflowLinks:
     """The pipeline's newest adaptation-day runs (up to ``days``) and profiling rounds, with UI links.
     Never raises: what went wrong is in ``error``."""
     ui = mlflow_ui_base(tracking_uri, ui_override)
     links = MlflowLinks(tracking_uri, ui, note="" if ui else _no_ui_note(tracking_uri))
-    store = _local_store(tracking_uri)
+    store = local_store(tracking_uri)
     if store is not None and not store.exists():
         # Asking would create an empty store (and its folder) as a side effect of viewing a page.
         return replace(links, note=f"no MLflow store yet at {store}: the first recorded tick creates it")
-    if store is None and (why := _unreachable(tracking_uri)):
+    if store is None and (why := unreachable(tracking_uri, MLFLOW_PROBE_TIMEOUT_S)):
         return replace(links, error=f"MLflow at {tracking_uri} could not be reached ({why})")
     try:
         from ipa_tasks.tracking import mlflow_client
