@@ -34,9 +34,9 @@ from pathlib import Path
 
 from airflow.sdk import Asset, Param, Variable, dag, get_current_context, task, task_group
 
-from ipa_tasks.adaptation.choices import FORECASTERS, TARGETS
+from ipa_tasks.adaptation.choices import FORECASTERS, LOOP_POLICIES, TARGETS
 from ipa_tasks.assets import PROFILES_ASSET_NAME, PROFILES_ASSET_URI
-from ipa_tasks.optimizer.choices import POLICIES, SOLVERS
+from ipa_tasks.optimizer.choices import SOLVERS
 
 DAG_ID = Path(__file__).stem
 INTERVAL_S = int(os.environ.get("IPA_ADAPT_INTERVAL_S", "30"))
@@ -82,7 +82,11 @@ def _target(options):
             uniqueItems=True,
             description="spec names or spec files (scheduled runs: the Variable ipa_adapt_pipelines if set)",
         ),
-        "policy": Param("ipa", enum=list(POLICIES), description="ipa, or a baseline of the paper"),
+        "policy": Param(
+            "ipa",
+            enum=list(LOOP_POLICIES),
+            description="ipa, a baseline of the paper, or agent (the agentic planner, checked by the MILP)",
+        ),
         "solver": Param("auto", enum=list(SOLVERS), description="auto: Gurobi, HiGHS if Gurobi refuses"),
         "forecaster": Param("lstm", enum=list(FORECASTERS), description="lstm: the registered champion"),
         "history_s": Param(

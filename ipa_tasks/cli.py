@@ -19,6 +19,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from ipa_tasks.adaptation.choices import LOOP_POLICIES
+from ipa_tasks.agent.commands import add_agent_parser
 from ipa_tasks.optimizer.plan import Plan
 from ipa_tasks.optimizer.planner import DEFAULT_TIME_LIMIT_S, SOLVERS, Planner
 from ipa_tasks.optimizer.policies import POLICIES
@@ -292,7 +294,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         margin=args.margin,
         make=lambda name: loop(name, args.horizon),
     )
-    result = simulate(planner, planner.profile, workload, forecast, options)
+    choose = None
+    if args.policy == "agent":
+        from ipa_tasks.agent.model_config import AgentNotConfigured, build_model, model_config
+        from ipa_tasks.agent.policy import agent_choice
+
+        try:
+            model = build_model(model_config())
+        except AgentNotConfigured as exc:
+            print(f"ipa replay: policy agent: {exc}", file=sys.stderr)
+            return EXIT_INPUT_ERROR
+        choose = agent_choice(model, log=lambda line: print(line, file=sys.stderr))
+    result = simulate(planner, planner.profile, workload, forecast, options, choose)
     for note in sorted(notes):
         print(note, file=sys.stderr)
     if args.out:
@@ -526,7 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--scale", type=_positive_float, default=1.0, help="multiplies the load (damped by 8)"
     )
-    replay.add_argument("--policy", choices=POLICIES, default="ipa")
+    replay.add_argument(
+        "--policy",
+        choices=LOOP_POLICIES,
+        default="ipa",
+        help="ipa, a baseline, or agent (an LLM agent's plans, checked by the MILP; needs IPA_AGENT_MODEL)",
+    )
     replay.add_argument("--solver", choices=SOLVERS, default="auto")
     replay.add_argument(
         "--forecaster", choices=(*FORECASTERS, "oracle"), default="window-max", help="oracle: the true peak"
@@ -606,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stop the services recorded in $IPA_HOME/demo/services.json that still run.",
     )
     demo_stop.set_defaults(func=cmd_demo_stop)
+    add_agent_parser(sub)
     return parser
 
 

@@ -248,12 +248,27 @@ def decide(settings: Settings, tick: Tick, options: TickOptions, target: Target,
     if tick.get("forecast") is None:
         return {**decided, "plan": None, "steps": [], "decide_s": time.perf_counter() - start}
     try:
-        plan = planner.plan(
-            tick["forecast"]["rps"],
-            options.policy,
-            current=running_plan(planner.spec, running),
-            solver=options.solver,  # type: ignore[arg-type]
-        )
+        current = running_plan(planner.spec, running)
+        if options.policy == "agent":
+            from ipa_tasks.agent.policy import agent_tick_plan
+
+            plan = agent_tick_plan(
+                planner,
+                tick["forecast"]["rps"],
+                current,
+                observation=tick.get("observation"),
+                forecaster=tick["forecast"].get("forecaster", ""),
+                home=settings.home,
+                tracking_uri=settings.tracking_uri,
+                log=log,
+            )
+        else:
+            plan = planner.plan(
+                tick["forecast"]["rps"],
+                options.policy,
+                current=current,
+                solver=options.solver,  # type: ignore[arg-type]
+            )
     except Exception as exc:  # e.g. the chosen solver refuses the model: recorded, and the run fails
         log(f"cannot plan: {_named(exc)}")
         return {**decided, "error": f"decide: {_named(exc)}"}
