@@ -23,7 +23,7 @@ stages:
     cores: [1]
     variants:
       - name: knn
-        model: {{kind: python, uri: "tests.profiling_jobs.digits_variant:nearest_neighbors"}}
+        model: {{kind: python, uri: "tests.profiling_jobs.digits_variant:nearest_neighbors_with_item_cost"}}
       - name: backwards
         model: {{kind: python, uri: "tests.profiling_jobs.digits_variant:faster_with_bigger_batches"}}
 """

@@ -64,6 +64,27 @@ def nearest_neighbors() -> DigitsVariant:
     return DigitsVariant(model=model, test_inputs=test_x, test_labels=test_y)
 
 
+@dataclass(frozen=True)
+class WithItemCost:
+    """A variant's real predictions, plus a fixed cost per item: its batch latency rises by
+    ``per_item_s`` an item, well above the timing noise of a busy machine, so a test that checks the
+    profile's shape does not depend on how a sub-millisecond model's overhead wobbles."""
+
+    variant: DigitsVariant
+    per_item_s: float
+
+    def predict(self, items: Sequence[Any]) -> list[Any]:
+        time.sleep(self.per_item_s * len(items))
+        return self.variant.predict(items)
+
+    def held_out(self) -> tuple[Sequence[Any], Sequence[Any]]:
+        return self.variant.held_out()
+
+
+def nearest_neighbors_with_item_cost() -> WithItemCost:
+    return WithItemCost(nearest_neighbors(), per_item_s=0.0005)
+
+
 def not_a_variant() -> object:
     """A factory whose result lacks ``predict`` and ``held_out``, for the loader's error path."""
     return object()
