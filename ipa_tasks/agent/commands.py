@@ -98,6 +98,7 @@ def _print_transcript(lines: tuple[str, ...], quiet: bool) -> None:
 
 
 def cmd_agent_plan(args: argparse.Namespace) -> int:
+    from ipa_tasks.actuation.target import TargetError
     from ipa_tasks.adaptation.planning import running_plan
     from ipa_tasks.adaptation.steps import describe_plan, make_target
     from ipa_tasks.agent.sessions import plan_session
@@ -110,8 +111,15 @@ def cmd_agent_plan(args: argparse.Namespace) -> int:
     ctx = _context(args, args.load, margin=args.margin)
     if args.apply:
         target = make_target(args.target, current_settings(), kubernetes_connection_exists)
-        ctx.target, ctx.may_apply = target, True
-        ctx.current = running_plan(ctx.spec, target.read(ctx.spec))
+        try:
+            running = target.read(ctx.spec)
+        except TargetError as exc:
+            print(
+                f"ipa agent: cannot read what runs on {target.name}, nothing was asked: {exc}",
+                file=sys.stderr,
+            )
+            return 1
+        ctx.target, ctx.may_apply, ctx.current = target, True, running_plan(ctx.spec, running)
     session = plan_session(ctx, model, args.request)
     if args.json:
         print(
