@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,6 @@ from ipa_tasks.adaptation.decisions import (
     DAY_KIND,
     EXPERIMENT,
     TABLE_ARTIFACT,
-    day_table_path,
     read_decisions,
 )
 from ipa_tasks.tracking import local_store, unreachable
@@ -93,13 +92,10 @@ def _from_mlflow(tracking_uri: str, pipeline: str, days: int) -> list[dict[str, 
 
 
 def _from_day_tables(home: Path, pipeline: str, days: int) -> list[dict[str, Any]]:
+    from ipa_tasks.adaptation.overview import read_window, window_days
+
     today = datetime.now(UTC).date()
-    rows: list[dict[str, Any]] = []
-    for back in range(days):
-        path = day_table_path(home, pipeline, (today - timedelta(days=back)).isoformat())
-        if path.is_file():
-            rows += read_decisions(path).to_dict("records")
-    return rows
+    return read_window(home, pipeline, window_days(today, days)).to_dict("records")
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
