@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -386,6 +386,8 @@ class Planner:
             status="infeasible" if problems else "feasible",
             reason="; ".join(problems),
         )
+        if not stages:  # nothing to score: an empty product's accuracy of 1 would read as a perfect plan
+            plan = replace(plan, terms=None)
         return Evaluation(plan, tuple(problems))
 
     def _degraded_reason(

@@ -60,6 +60,8 @@ def test_what_the_spec_does_not_offer_is_named() -> None:
     assert any(f"outside the spec's bounds {bounds.min}..{bounds.max}" in p for p in beyond.problems)
     missing = planner.evaluate(replace(plan, stages=plan.stages[:1]), 1.0)
     assert f"stage {second.stage}: the plan gives it no configuration" in missing.problems
+    nothing = planner.evaluate(replace(plan, stages=()), 1.0)
+    assert not nothing.feasible and nothing.plan.terms is None, "no stage scored: no terms, not a perfect 1"
 
 
 def test_a_change_from_what_runs_is_charged_as_the_optimizer_charges_it() -> None:
