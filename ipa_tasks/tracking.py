@@ -86,6 +86,12 @@ def _sqlite_database(tracking_uri: str) -> Path | None:
     return Path(tracking_uri.removeprefix("sqlite:///")).resolve()
 
 
+def runs_filter(kind: str, pipeline: str) -> str:
+    """The search filter of a pipeline's runs of one kind (``ipa.kind``, ``ipa.pipeline`` tags)."""
+    # Spec names are [a-z0-9-], so the quoted value needs no escaping.
+    return f"tags.`ipa.kind` = '{kind}' and tags.`ipa.pipeline` = '{pipeline}'"
+
+
 def local_store(tracking_uri: str) -> Path | None:
     """The file of a SQLite store, or the folder of a file store; None for a server."""
     parsed = urlparse(tracking_uri)

@@ -220,9 +220,11 @@ def log_to_mlflow(tracking_uri: str, pipeline: str, row: Mapping[str, Any], day:
 
 
 def _day_run(client: Any, experiment_id: str, pipeline: str, date: str) -> str:
-    # Spec names are [a-z0-9-] and dates digits and dashes, so the filter needs no escaping.
-    wanted = f"tags.`ipa.kind` = '{DAY_KIND}' and tags.`ipa.pipeline` = '{pipeline}'"
-    found = client.search_runs([experiment_id], f"{wanted} and tags.`ipa.date` = '{date}'", max_results=1)
+    from ipa_tasks.tracking import runs_filter
+
+    # Dates are digits and dashes, so the filter needs no escaping.
+    wanted = f"{runs_filter(DAY_KIND, pipeline)} and tags.`ipa.date` = '{date}'"
+    found = client.search_runs([experiment_id], wanted, max_results=1)
     if found:
         return found[0].info.run_id
     run = client.create_run(

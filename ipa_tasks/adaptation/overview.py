@@ -26,7 +26,7 @@ from ipa_tasks.adaptation.decisions import DAY_KIND, EXPERIMENT, day_table_path,
 from ipa_tasks.adaptation.state import adaptation_dir
 from ipa_tasks.optimizer.plan import json_safe
 from ipa_tasks.spec import shipped_spec_paths
-from ipa_tasks.tracking import PROFILING_EXPERIMENT, local_store, unreachable
+from ipa_tasks.tracking import PROFILING_EXPERIMENT, ROUND_KIND, local_store, runs_filter, unreachable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -381,8 +381,8 @@ def mlflow_links(tracking_uri: str, pipeline: str, days: int, ui_override: str =
         from ipa_tasks.tracking import mlflow_client
 
         client = mlflow_client(tracking_uri)
-        days_runs = _runs(client, ui, EXPERIMENT, _filter(DAY_KIND, pipeline), days, _day_label)
-        rounds = _filter("profiling-round", pipeline)
+        days_runs = _runs(client, ui, EXPERIMENT, runs_filter(DAY_KIND, pipeline), days, _day_label)
+        rounds = runs_filter(ROUND_KIND, pipeline)
         round_runs = _runs(client, ui, PROFILING_EXPERIMENT, rounds, PROFILING_ROUNDS_LINKED, _round_label)
     except Exception as exc:  # a broken or foreign store must not take the page down: say it instead
         why = f"{type(exc).__name__}: {exc}"[:400]
@@ -395,11 +395,6 @@ def _no_ui_note(tracking_uri: str) -> str:
         f"the tracking store {tracking_uri} has no MLflow UI address: run `make mlflow` and open "
         f"http://127.0.0.1:5000, or set {MLFLOW_UI_VARIABLE} for links"
     )
-
-
-def _filter(kind: str, pipeline: str) -> str:
-    # Pipeline names match PIPELINE_NAME ([a-z0-9-]), so quoting needs no escaping.
-    return f"tags.`ipa.kind` = '{kind}' and tags.`ipa.pipeline` = '{pipeline}'"
 
 
 def _day_label(run: Any) -> str:

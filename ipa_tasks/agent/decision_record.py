@@ -15,7 +15,7 @@ from ipa_tasks.adaptation.decisions import (
     TABLE_ARTIFACT,
     read_decisions,
 )
-from ipa_tasks.tracking import local_store, unreachable
+from ipa_tasks.tracking import local_store, mlflow_client, runs_filter, unreachable
 
 PROBE_TIMEOUT_S = 2.0
 FIELDS = (
@@ -71,15 +71,15 @@ def recent_decisions(
 
 
 def _from_mlflow(tracking_uri: str, pipeline: str, days: int) -> list[dict[str, Any]]:
-    from ipa_tasks.tracking import mlflow_client
-
     client = mlflow_client(tracking_uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
         return []
-    wanted = f"tags.`ipa.kind` = '{DAY_KIND}' and tags.`ipa.pipeline` = '{pipeline}'"
     runs = client.search_runs(
-        [experiment.experiment_id], wanted, order_by=["tags.`ipa.date` DESC"], max_results=days
+        [experiment.experiment_id],
+        runs_filter(DAY_KIND, pipeline),
+        order_by=["tags.`ipa.date` DESC"],
+        max_results=days,
     )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
