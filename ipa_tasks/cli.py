@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ipa_tasks.adaptation.choices import LOOP_POLICIES
-from ipa_tasks.agent.commands import add_agent_parser
+from ipa_tasks.agent.commands import add_agent_parser, configured_model
 from ipa_tasks.optimizer.plan import Plan
 from ipa_tasks.optimizer.planner import DEFAULT_TIME_LIMIT_S, SOLVERS, Planner
 from ipa_tasks.optimizer.policies import POLICIES
@@ -296,13 +296,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     choose = None
     if args.policy == "agent":
-        from ipa_tasks.agent.model_config import AgentNotConfigured, build_model, model_config
         from ipa_tasks.agent.policy import agent_choice
 
-        try:
-            model = build_model(model_config())
-        except AgentNotConfigured as exc:
-            print(f"ipa replay: policy agent: {exc}", file=sys.stderr)
+        model = configured_model("ipa replay: policy agent")
+        if model is None:
             return EXIT_INPUT_ERROR
         choose = agent_choice(model, log=lambda line: print(line, file=sys.stderr))
     result = simulate(planner, planner.profile, workload, forecast, options, choose)

@@ -67,13 +67,14 @@ def add_agent_parser(sub: Any) -> None:
     what_if.set_defaults(func=cmd_agent_what_if)
 
 
-def _model_or_exit() -> Any:
+def configured_model(who: str = "ipa agent") -> Any:
+    """The configured model; None after saying on stderr, as ``who``, what to set."""
     from ipa_tasks.agent.model_config import AgentNotConfigured, build_model, model_config
 
     try:
         return build_model(model_config())
     except AgentNotConfigured as exc:
-        print(f"ipa agent: {exc}", file=sys.stderr)
+        print(f"{who}: {exc}", file=sys.stderr)
         return None
 
 
@@ -105,7 +106,7 @@ def cmd_agent_plan(args: argparse.Namespace) -> int:
     from ipa_tasks.kubernetes_connection import kubernetes_connection_exists
     from ipa_tasks.settings import current_settings
 
-    model = _model_or_exit()
+    model = configured_model()
     if model is None:
         return EXIT_NOT_CONFIGURED
     ctx = _context(args, args.load, margin=args.margin)
@@ -149,7 +150,7 @@ def cmd_agent_explain(args: argparse.Namespace) -> int:
     from ipa_tasks.agent.decision_record import recent_decisions
     from ipa_tasks.agent.sessions import TERM_NAMES, explain_session
 
-    model = _model_or_exit()
+    model = configured_model()
     if model is None:
         return EXIT_NOT_CONFIGURED
     ctx = _context(args, 0.0)
@@ -173,7 +174,7 @@ def cmd_agent_explain(args: argparse.Namespace) -> int:
 def cmd_agent_what_if(args: argparse.Namespace) -> int:
     from ipa_tasks.agent.sessions import what_if_session
 
-    model = _model_or_exit()
+    model = configured_model()
     if model is None:
         return EXIT_NOT_CONFIGURED
     session = what_if_session(_context(args, args.load), model, args.question)

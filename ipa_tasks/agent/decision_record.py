@@ -3,7 +3,6 @@ day tables in ``IPA_HOME``, newest first."""
 
 from __future__ import annotations
 
-import math
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from ipa_tasks.adaptation.decisions import (
     TABLE_ARTIFACT,
     read_decisions,
 )
+from ipa_tasks.optimizer.plan import json_safe
 from ipa_tasks.tracking import local_store, mlflow_client, runs_filter, unreachable
 
 PROBE_TIMEOUT_S = 2.0
@@ -100,4 +100,4 @@ def _from_day_tables(home: Path, pipeline: str, days: int) -> list[dict[str, Any
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     kept = {key: row.get(key) for key in (*FIELDS, "mlflow_run_id") if key in row}
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in kept.items()}
+    return json_safe(kept)

@@ -25,6 +25,11 @@ def milp_instead(milp: Plan, why: str) -> Plan:
     return replace(milp, reason=f"{milp.reason}; {why}" if milp.reason else why, notes=(*milp.notes, why))
 
 
+def milp_objective(milp: Plan) -> float | None:
+    """What an agent's plan is compared with: the MILP plan's objective, none for a degraded plan."""
+    return milp.terms.objective if milp.terms is not None and not milp.degraded else None
+
+
 @dataclass(frozen=True)
 class Verdict:
     accepted: bool
@@ -41,28 +46,28 @@ def vet(
     """Judge ``proposal`` against ``milp`` (the optimizer's plan for the same load and running state)."""
     spec = planner.spec
     judged = planner.evaluate(proposal_plan(proposal, spec.name, load_rps, spec.sla_s), load_rps, current)
-    milp_objective = milp.terms.objective if milp.terms is not None and not milp.degraded else None
+    optimum = milp_objective(milp)
     agent_objective = (
         judged.plan.terms.objective if judged.plan.terms is not None and judged.feasible else None
     )
 
     def rejected(why: str) -> Verdict:
         note = f"agent plan rejected, the MILP's used: {why}"
-        return Verdict(False, milp_instead(milp, note), note, agent_objective, milp_objective)
+        return Verdict(False, milp_instead(milp, note), note, agent_objective, optimum)
 
     if not judged.feasible:
         return rejected("infeasible: " + "; ".join(judged.problems))
     assert agent_objective is not None
-    if milp_objective is not None:
-        shortfall = milp_objective - agent_objective
-        allowed = margin * max(abs(milp_objective), 1e-9)
+    if optimum is not None:
+        shortfall = optimum - agent_objective
+        allowed = margin * max(abs(optimum), 1e-9)
         if shortfall > allowed:
             return rejected(
-                f"objective {agent_objective:.4g} is {shortfall:.4g} below the MILP's {milp_objective:.4g} "
+                f"objective {agent_objective:.4g} is {shortfall:.4g} below the MILP's {optimum:.4g} "
                 f"(more than the margin of {margin:.0%})"
             )
-        reason = f"agent plan used: objective {agent_objective:.4g} vs the MILP's {milp_objective:.4g}"
+        reason = f"agent plan used: objective {agent_objective:.4g} vs the MILP's {optimum:.4g}"
     else:
         reason = f"agent plan used: feasible (objective {agent_objective:.4g}); the MILP's plan was degraded"
     used = replace(judged.plan, policy="agent", reason=reason, notes=(f"rationale: {proposal.rationale}",))
-    return Verdict(True, used, reason, agent_objective, milp_objective)
+    return Verdict(True, used, reason, agent_objective, optimum)

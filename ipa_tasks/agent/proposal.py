@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 from pydantic import BaseModel, Field
 
-from ipa_tasks.optimizer.plan import Plan, StagePlan
+from ipa_tasks.optimizer.plan import Plan
 
 
 class StageChoice(BaseModel):
@@ -28,23 +26,7 @@ class Proposal(BaseModel):
 
 def proposal_plan(proposal: Proposal, pipeline: str, load_rps: float, sla_s: float) -> Plan:
     """The proposal as a plan for the planner to evaluate (only the five fields per stage count)."""
-    stages = tuple(
-        StagePlan(
-            stage=s.stage, variant=s.variant, batch_size=s.batch_size, cores=s.cores, replicas=s.replicas
-        )
-        for s in proposal.stages
+    stages = [choice.model_dump() for choice in proposal.stages]
+    return Plan.from_dict(
+        {"pipeline": pipeline, "policy": "agent", "load_rps": load_rps, "sla_s": sla_s, "stages": stages}
     )
-    return Plan(pipeline=pipeline, policy="agent", load_rps=load_rps, sla_s=sla_s, stages=stages)
-
-
-def choices_of(plan: Plan) -> list[StageChoice]:
-    return [
-        StageChoice(
-            stage=s.stage, variant=s.variant, batch_size=s.batch_size, cores=s.cores, replicas=s.replicas
-        )
-        for s in plan.stages
-    ]
-
-
-def finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None

@@ -23,7 +23,7 @@ from pydantic_ai.models import Model
 
 from ipa_tasks.agent import tools
 from ipa_tasks.agent.context import PlanningContext
-from ipa_tasks.agent.guard import Verdict, milp_instead, vet
+from ipa_tasks.agent.guard import Verdict, milp_instead, milp_objective, vet
 from ipa_tasks.agent.proposal import Proposal
 from ipa_tasks.optimizer.plan import Plan
 
@@ -115,7 +115,7 @@ def plan_session(ctx: PlanningContext, model: Model, request: str = "") -> PlanS
         reason = f"agent failed ({type(exc).__name__}: {exc}); the MILP's plan is used"
         used = milp_instead(milp, reason)
         return PlanSession(
-            Verdict(False, used, reason, None, _objective(milp)), milp, None, (f"error: {reason}",)
+            Verdict(False, used, reason, None, milp_objective(milp)), milp, None, (f"error: {reason}",)
         )
     verdict = vet(ctx.planner, result.output, ctx.load_rps, ctx.current, milp, ctx.margin)
     return PlanSession(verdict, milp, result.output, transcript(result.all_messages()), tuple(ctx.applied))
@@ -159,7 +159,3 @@ def transcript(messages: list[ModelMessage], width: int = 400) -> tuple[str, ...
 def _short(value: Any, width: int) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _objective(plan: Plan) -> float | None:
-    return plan.terms.objective if plan.terms is not None and not plan.degraded else None

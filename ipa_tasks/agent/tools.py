@@ -20,9 +20,9 @@ from ipa_tasks.actuation.target import apply_change
 from ipa_tasks.agent.context import PlanningContext
 from ipa_tasks.agent.decision_record import recent_decisions
 from ipa_tasks.agent.guard import vet
-from ipa_tasks.agent.proposal import Proposal, StageChoice, finite, proposal_plan
+from ipa_tasks.agent.proposal import Proposal, StageChoice, proposal_plan
 from ipa_tasks.optimizer.choices import POLICIES
-from ipa_tasks.optimizer.plan import Plan
+from ipa_tasks.optimizer.plan import Plan, json_safe
 
 MAX_PROFILE_ROWS = 60
 
@@ -30,37 +30,39 @@ MAX_PROFILE_ROWS = 60
 def plan_summary(plan: Plan) -> dict[str, Any]:
     """A plan as the model reads it: per stage what runs and its latency, the totals, the objective terms."""
     terms = plan.terms
-    return {
-        "policy": plan.policy,
-        "status": plan.status,
-        "reason": plan.reason,
-        "load_rps": finite(plan.load_rps),
-        "stages": [
-            {
-                "stage": s.stage,
-                "variant": s.variant,
-                "batch_size": s.batch_size,
-                "cores": s.cores,
-                "replicas": s.replicas,
-                "latency_ms": finite(s.latency_s * 1000),
-                "capacity_rps": finite(s.capacity_rps),
-            }
-            for s in plan.stages
-        ],
-        "latency_ms": finite(plan.latency_s * 1000),
-        "sla_ms": plan.sla_s * 1000,
-        "total_cores": plan.total_cores,
-        "terms": None
-        if terms is None
-        else {
-            "objective": terms.objective,
-            "accuracy": terms.accuracy,
-            "accuracy_term": terms.accuracy_term,
-            "cost_term": terms.cost_term,
-            "batch_term": terms.batch_term,
-            "change_term": terms.change_term,
-        },
-    }
+    return json_safe(
+        {
+            "policy": plan.policy,
+            "status": plan.status,
+            "reason": plan.reason,
+            "load_rps": plan.load_rps,
+            "stages": [
+                {
+                    "stage": s.stage,
+                    "variant": s.variant,
+                    "batch_size": s.batch_size,
+                    "cores": s.cores,
+                    "replicas": s.replicas,
+                    "latency_ms": s.latency_s * 1000,
+                    "capacity_rps": s.capacity_rps,
+                }
+                for s in plan.stages
+            ],
+            "latency_ms": plan.latency_s * 1000,
+            "sla_ms": plan.sla_s * 1000,
+            "total_cores": plan.total_cores,
+            "terms": None
+            if terms is None
+            else {
+                "objective": terms.objective,
+                "accuracy": terms.accuracy,
+                "accuracy_term": terms.accuracy_term,
+                "cost_term": terms.cost_term,
+                "batch_term": terms.batch_term,
+                "change_term": terms.change_term,
+            },
+        }
+    )
 
 
 def read_spec(ctx: RunContext[PlanningContext]) -> dict[str, Any]:
@@ -104,16 +106,18 @@ def read_profiles(ctx: RunContext[PlanningContext], stage: str, variant: str | N
             "cores": int(p.cores[i]),
             "latency_ms": float(p.model_latency_s[i]) * 1000,
             "throughput_rps": float(p.throughput_rps[i]),
-            "accuracy": finite(float(p.accuracy[i])),
+            "accuracy": float(p.accuracy[i]),
         }
         for i in range(len(p))
         if variant is None or p.variant_names[p.variant[i]] == variant
     ]
-    return {
-        "stage": stage,
-        "rows": rows[:MAX_PROFILE_ROWS],
-        "rows_left_out": max(0, len(rows) - MAX_PROFILE_ROWS),
-    }
+    return json_safe(
+        {
+            "stage": stage,
+            "rows": rows[:MAX_PROFILE_ROWS],
+            "rows_left_out": max(0, len(rows) - MAX_PROFILE_ROWS),
+        }
+    )
 
 
 def read_load(ctx: RunContext[PlanningContext]) -> dict[str, Any]:
@@ -121,15 +125,17 @@ def read_load(ctx: RunContext[PlanningContext]) -> dict[str, Any]:
     forecast with its margin), with the forecaster's name."""
     history = np.asarray(ctx.deps.history, dtype=float)
     seen = history[np.isfinite(history)]
-    return {
-        "history_s": len(history),
-        "last_rps": finite(float(seen[-1])) if len(seen) else None,
-        "peak_rps": finite(float(seen.max())) if len(seen) else None,
-        "mean_rps": finite(float(seen.mean())) if len(seen) else None,
-        "plan_for_rps": ctx.deps.load_rps,
-        "forecaster": ctx.deps.forecaster,
-        "observation": ctx.deps.observation,
-    }
+    return json_safe(
+        {
+            "history_s": len(history),
+            "last_rps": float(seen[-1]) if len(seen) else None,
+            "peak_rps": float(seen.max()) if len(seen) else None,
+            "mean_rps": float(seen.mean()) if len(seen) else None,
+            "plan_for_rps": ctx.deps.load_rps,
+            "forecaster": ctx.deps.forecaster,
+            "observation": ctx.deps.observation,
+        }
+    )
 
 
 def solve(
@@ -172,9 +178,9 @@ def evaluate_plan(
             "seconds": deps.replay_s,
             "requests": summary.get("requests"),
             "late_or_dropped_share": summary.get("violation_share"),
-            "p99_ms": finite(float(summary.get("p99_latency_s", math.nan)) * 1000),
+            "p99_ms": float(summary.get("p99_latency_s", math.nan)) * 1000,
         }
-    return result
+    return json_safe(result)
 
 
 def apply_plan(ctx: RunContext[PlanningContext], stages: list[StageChoice], rationale: str) -> dict[str, Any]:

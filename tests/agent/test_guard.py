@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ipa_tasks.agent.guard import vet
-from ipa_tasks.agent.proposal import Proposal, choices_of
+from ipa_tasks.agent.proposal import Proposal, StageChoice
 from ipa_tasks.optimizer.planner import Planner
 from tests.agent.conftest import LOAD_RPS
 
 
 def proposal_from(plan, **stage_changes) -> Proposal:
-    choices = choices_of(plan)
+    keys = ("stage", "variant", "batch_size", "cores", "replicas")
+    choices = [StageChoice(**{k: getattr(s, k) for k in keys}) for s in plan.stages]
     for choice in choices:
         if choice.stage in stage_changes:
             for key, value in stage_changes[choice.stage].items():
