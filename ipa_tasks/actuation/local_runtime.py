@@ -11,14 +11,13 @@ answers only when it is done (or has failed and left the stage as it was).
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from ipa_tasks.actuation.config import PipelineConfig, StageConfig, Step, step_problem
+from ipa_tasks.actuation.json_http import ConnectionRefused, call_json
 from ipa_tasks.actuation.target import TargetError
 from ipa_tasks.serving.locations import runtime_file
 from ipa_tasks.spec import PipelineSpec
@@ -99,29 +98,10 @@ class LocalRuntimeTarget:
 
     def _call(self, method: str, path: str, body: Any, timeout_s: float) -> Any:
         url = self._url()
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as answer:
-                return json.loads(answer.read())
-        except urllib.error.HTTPError as exc:
-            raise TargetError(f"{method} {url}{path}: HTTP {exc.code}: {_message(exc)}") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ConnectionRefusedError):
-                raise TargetError(
-                    f"the local runtime is not running ({url} refuses connections; {runtime_file(self.home)} "
-                    f"is stale); {START_HINT}"
-                ) from None
-            raise TargetError(f"{method} {url}{path}: {exc.reason}") from None
-        except (OSError, ValueError) as exc:  # a timeout, a reset, an answer that is not JSON
-            raise TargetError(f"{method} {url}{path}: {type(exc).__name__}: {exc}") from None
-
-
-def _message(error: urllib.error.HTTPError) -> str:
-    text = error.read().decode("utf-8", "replace")
-    try:
-        return str(json.loads(text)["error"])
-    except (ValueError, KeyError, TypeError):
-        return text[:300]
+            return call_json(method, url + path, body, timeout_s)
+        except ConnectionRefused:
+            raise TargetError(
+                f"the local runtime is not running ({url} refuses connections; {runtime_file(self.home)} "
+                f"is stale); {START_HINT}"
+            ) from None

@@ -17,13 +17,11 @@ and the chart's object names), e.g. ``http://{name}:8000``.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
 from ipa_tasks.actuation.config import PipelineConfig, StageConfig, Step, step_problem
+from ipa_tasks.actuation.json_http import call_json
 from ipa_tasks.actuation.manifests import stage_object_name
 from ipa_tasks.actuation.target import TargetError
 from ipa_tasks.spec import PipelineSpec
@@ -118,14 +116,4 @@ class StageServersTarget:
         return answer if isinstance(answer, dict) and answer.get("ready") else None
 
     def _call(self, method: str, url: str, body: Any) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            url, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
-                return json.loads(answer.read())
-        except urllib.error.HTTPError as exc:
-            raise TargetError(f"{method} {url}: HTTP {exc.code}: {exc.read()[:300]!r}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise TargetError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
+        return call_json(method, url, body, self.timeout_s)
