@@ -3,9 +3,14 @@ Names and labels. They mirror ipa_tasks/actuation/manifests.py, because the Kube
 checks the stage objects by them (tests/helm checks that the two agree).
 */}}
 
-{{/* stage_object_name: "<pipeline>-<stage>", lower case, other characters "-", at most 63. */}}
+{{/* A DNS-1123 label, as manifests.stage_object_name makes it: lower case, other characters "-", at most 63. */}}
+{{- define "ipa.dnsName" -}}
+{{- regexReplaceAll "[^a-z0-9]+" (lower .) "-" | trimAll "-" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* stage_object_name: "<pipeline>-<stage>". */}}
 {{- define "ipa.stageName" -}}
-{{- regexReplaceAll "[^a-z0-9]+" (printf "%s-%s" .pipeline .stage | lower) "-" | trimAll "-" | trunc 63 | trimSuffix "-" -}}
+{{- include "ipa.dnsName" (printf "%s-%s" .pipeline .stage) -}}
 {{- end -}}
 
 {{- define "ipa.configMapName" -}}
@@ -13,7 +18,7 @@ checks the stage objects by them (tests/helm checks that the two agree).
 {{- end -}}
 
 {{- define "ipa.routerName" -}}
-{{- regexReplaceAll "[^a-z0-9]+" (printf "%s-router" .pipeline | lower) "-" | trimAll "-" | trunc 63 | trimSuffix "-" -}}
+{{- include "ipa.dnsName" (printf "%s-router" .pipeline) -}}
 {{- end -}}
 
 {{/* label_value: a spec name as a valid label value. */}}
